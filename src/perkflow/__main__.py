@@ -1,0 +1,5 @@
+"""Allows `python -m perkflow`."""
+
+from perkflow.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The activity stream: every state change as an immutable record; sync, workflows and segments consume it."""

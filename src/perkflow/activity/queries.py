@@ -1,0 +1,158 @@
+"""Reading the activity stream: by id, by idempotency key, as a feed, and as a member's timeline."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, bindparam, select, text
+
+from perkflow.activity.stream import Activity
+from perkflow.activity.tables import activities
+from perkflow.core.db import Database
+from perkflow.core.errors import InvalidInput, NotFound
+
+
+def parse_activity_id(activity_id: str) -> int:
+    raw = activity_id.removeprefix("act_")
+    if not raw.isdigit():
+        raise NotFound(f"activity {activity_id!r} does not exist", code="activity_not_found")
+    return int(raw)
+
+
+def get_activity(conn: Connection, activity_id: str) -> Activity:
+    row = conn.execute(select(activities).where(activities.c.seq == parse_activity_id(activity_id))).first()
+    if row is None:
+        raise NotFound(f"activity {activity_id!r} does not exist", code="activity_not_found")
+    return Activity.from_row(row)
+
+
+def find_by_event_ids(conn: Connection, event_ids: Iterable[str]) -> dict[str, Activity]:
+    ids = list(set(event_ids))
+    if not ids:
+        return {}
+    stmt = select(activities).where(activities.c.event_id.in_(bindparam("ids", expanding=True)))
+    return {row.event_id: Activity.from_row(row) for row in conn.execute(stmt, {"ids": ids})}
+
+
+def existing_dedup_keys(db: Database, conn: Connection, keys: list[str]) -> list[str]:
+    """Which of these idempotency keys are taken (a hot-path check: most keys are new)."""
+    rows = db.fetch_tuples(
+        conn,
+        "activities.existing_dedup_keys",
+        lambda: select(activities.c.dedup_key).where(db.in_list(activities.c.dedup_key, "keys")),
+        {"keys": db.list_param(keys)},
+    )
+    return [row[0] for row in rows]
+
+
+def find_by_dedup_keys(conn: Connection, keys: Iterable[str]) -> dict[str, Activity]:
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    stmt = select(activities).where(activities.c.dedup_key.in_(bindparam("keys", expanding=True)))
+    return {row.dedup_key: Activity.from_row(row) for row in conn.execute(stmt, {"keys": wanted})}
+
+
+def feed(
+    conn: Connection,
+    *,
+    after_seq: int = 0,
+    types: list[str] | None = None,
+    member_id: str | None = None,
+    limit: int = 100,
+) -> list[Activity]:
+    """Activities in stream order after a position: how a consumer pages through the stream."""
+    stmt = select(activities).where(activities.c.seq > after_seq)
+    if types:
+        stmt = stmt.where(activities.c.type.in_(types))
+    if member_id:
+        stmt = stmt.where(activities.c.member_id == member_id)
+    stmt = stmt.order_by(activities.c.seq).limit(limit)
+    return [Activity.from_row(row) for row in conn.execute(stmt)]
+
+
+_CHAIN_SQL = text(
+    """
+    WITH RECURSIVE chain(seq, prev_seq, depth) AS (
+        SELECT seq, prev_seq, 1 FROM activities WHERE seq = :head
+        UNION ALL
+        SELECT a.seq, a.prev_seq, c.depth + 1
+        FROM activities a JOIN chain c ON a.seq = c.prev_seq
+        WHERE c.depth < :depth
+    )
+    SELECT seq, prev_seq FROM chain
+    """
+)
+
+
+def _walk(conn: Connection, head: int, depth: int) -> list[tuple[int, int | None]]:
+    return [(row.seq, row.prev_seq) for row in conn.execute(_CHAIN_SQL, {"head": head, "depth": depth})]
+
+
+def encode_cursor(positions: dict[str, int | None]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(positions)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, int | None]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = orjson.loads(base64.urlsafe_b64decode(padded))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor") from exc
+    if not isinstance(value, dict) or not all(v is None or isinstance(v, int) for v in value.values()):
+        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor")
+    return value
+
+
+def timeline(
+    conn: Connection,
+    heads: dict[str, int | None],
+    *,
+    limit: int = 50,
+    types: set[str] | None = None,
+    member_id: str | None = None,
+    ledger_only: bool = False,
+) -> tuple[list[Activity], dict[str, int | None] | None]:
+    """Newest-first activities of one member, merged from its chains.
+
+    `heads` maps a chain name ("member", "account:<program>") to where reading continues; the
+    returned positions (None when every chain is exhausted) form the next page's cursor.
+    """
+    positions = dict(heads)
+    collected: list[tuple[int, str]] = []
+    next_of: dict[int, int | None] = {}
+    # With a type filter a chain may need walking further than `limit` to fill the page.
+    depth = limit + 1 if not (types or ledger_only) else max(limit * 4, 200)
+    # Items below the last walked item of a chain that goes on cannot be ordered yet.
+    floor = -1
+    for chain, head in positions.items():
+        if head is None:
+            continue
+        walked = _walk(conn, head, depth)
+        for seq, prev in walked:
+            collected.append((seq, chain))
+            next_of[seq] = prev
+        if len(walked) == depth and walked[-1][1] is not None:
+            floor = max(floor, walked[-1][0])
+    collected.sort(reverse=True)
+    rows: dict[int, Any] = {}
+    if collected:
+        seqs = [seq for seq, _ in collected]
+        stmt = select(activities).where(activities.c.seq.in_(bindparam("seqs", expanding=True)))
+        rows = {row.seq: row for row in conn.execute(stmt, {"seqs": seqs})}
+    page: list[Activity] = []
+    for seq, chain in collected:
+        if len(page) == limit or seq < floor:
+            break
+        positions[chain] = next_of[seq]
+        row = rows[seq]
+        if (types and row.type not in types) or (member_id is not None and row.member_id != member_id):
+            continue
+        if ledger_only and row.points_delta == 0 and row.pending_delta == 0:
+            continue
+        page.append(Activity.from_row(row))
+    more = any(position is not None for position in positions.values())
+    return page, positions if more else None

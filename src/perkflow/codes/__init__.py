@@ -1,0 +1,1 @@
+"""Code generation shared by reward coupon pools and promotion campaigns."""

@@ -1,0 +1,1 @@
+"""Bloomreach Engagement: customer properties and events through the Tracking API's batch route."""

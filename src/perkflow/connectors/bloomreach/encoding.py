@@ -1,0 +1,88 @@
+"""Bloomreach's encodings and limits for customer properties and event properties, with no I/O.
+
+Sources: ../shared/reference/bloomreach-contract.md §5. Dates are Unix seconds; every value must
+serialise under 16 KB.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from perkflow.connectors.base import FieldError
+
+VALUE_MAX_BYTES = 16 * 1024
+MESSAGE_MAX_BYTES = 800 * 1024
+
+
+def unix_seconds(moment: datetime) -> float:
+    return moment.astimezone(UTC).timestamp()
+
+
+def _size_checked(value: Any, where: str) -> Any:
+    if len(orjson.dumps(value)) >= VALUE_MAX_BYTES:
+        raise FieldError(f"{where}: Bloomreach values must be smaller than 16 KB")
+    return value
+
+
+def encode_property(field_type: str, value: Any, *, where: str = "value") -> Any:
+    if value is None:
+        return None
+    if field_type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(f"{where}: expected an integer")
+        return value
+    if field_type == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise FieldError(f"{where}: expected a number")
+        return float(value)
+    if field_type == "boolean":
+        if not isinstance(value, bool):
+            raise FieldError(f"{where}: expected true or false")
+        return value
+    if field_type == "date":
+        day = value if isinstance(value, date) and not isinstance(value, datetime) else None
+        if day is None:
+            day = value.date() if isinstance(value, datetime) else date.fromisoformat(str(value))
+        return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    if field_type == "datetime":
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if not isinstance(value, datetime):
+            raise FieldError(f"{where}: expected a datetime")
+        seconds = unix_seconds(value)
+        return int(seconds) if seconds == int(seconds) else seconds
+    if field_type == "string":
+        return _size_checked(str(value), where)
+    if field_type in ("array", "array_of_objects"):
+        if not isinstance(value, list):
+            raise FieldError(f"{where}: expected an array")
+        return _size_checked(value, where)
+    if field_type == "object":
+        if not isinstance(value, dict):
+            raise FieldError(f"{where}: expected an object")
+        return _size_checked(value, where)
+    raise FieldError(f"{where}: unknown field type {field_type!r}")
+
+
+def check_property_name(name: str) -> None:
+    if not name or len(name) > 255:
+        raise FieldError("Bloomreach property names are 1-255 characters")
+    if not name.isascii():
+        raise FieldError("Bloomreach property names must be ASCII")
+
+
+def event_properties(properties: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    clean: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in properties.items():
+        if value is None:
+            continue
+        try:
+            clean[key] = _size_checked(value, key)
+        except FieldError as exc:
+            dropped.append(str(exc))
+    return clean, dropped

@@ -1,0 +1,1 @@
+"""Braze: attributes and custom events through POST /users/track."""

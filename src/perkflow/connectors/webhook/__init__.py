@@ -1,0 +1,1 @@
+"""Signed outbound webhooks: one JSON envelope per selected activity, Punchh-adapter style."""

@@ -1,0 +1,1 @@
+"""Cross-cutting building blocks: settings, database access, unit of work, ids, clock, errors."""

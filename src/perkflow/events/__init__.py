@@ -1,0 +1,1 @@
+"""The events API: inbound member events (Antavo-shaped), their handlers and custom event types."""

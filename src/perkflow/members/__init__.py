@@ -1,0 +1,1 @@
+"""Members: profiles, typed custom fields from the field catalogue, and external identities."""

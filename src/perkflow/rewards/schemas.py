@@ -1,0 +1,59 @@
+"""Request shapes for rewards, coupon pools and claims."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class RewardCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    program_id: str | None = None
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    points_cost: int = Field(ge=0, le=1_000_000_000)
+    uses_coupons: bool = False
+    active: bool = True
+
+
+class RewardUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = None
+    points_cost: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    active: bool | None = None
+
+
+class CouponIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=100)
+    value: int | None = Field(default=None, ge=0, description="Minor units of the program currency")
+    expires_at: AwareDatetime | None = None
+
+
+class CouponUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    coupons: list[CouponIn] = Field(min_length=1, max_length=100_000)
+
+
+class CouponGenerate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=1_000_000)
+    length: int | None = Field(default=None, ge=1, le=64)
+    charset: str | None = Field(default=None, description="A preset name or the literal characters")
+    prefix: str | None = None
+    postfix: str | None = None
+    pattern: str | None = Field(default=None, description="'#' marks a random character, e.g. GIFT-####")
+    value: int | None = Field(default=None, ge=0)
+    expires_at: AwareDatetime | None = None
+
+
+class ClaimBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    free: bool = Field(default=False, description="Give the reward without spending points")

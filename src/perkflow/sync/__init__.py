@@ -1,0 +1,1 @@
+"""CEP sync: integrations, field mappings, the transactional outbox and the delivery worker."""

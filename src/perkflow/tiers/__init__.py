@@ -1,0 +1,1 @@
+"""Tiers: ordered thresholds on points earned, evaluated after every change of qualifying points."""

@@ -1,0 +1,1 @@
+"""Workflows: graphs of a trigger, filters and actions that reward members and drive CEP syncs."""

@@ -1,0 +1,636 @@
+"""Running workflows: which ones an activity triggers, walking their graphs, and recording runs.
+
+The engine is an activity subscriber, so runs happen inside the unit of work that recorded the
+triggering activity and commit with it. Finding the workflows of an activity does not scan them:
+active workflows are indexed by trigger (activity type, segment id), and within a trigger by the
+equality their first filter demands of the event (see `graph._discriminator`), so 990 workflows on
+other events or other stores cost a dictionary lookup. Activities that workflow actions record are
+run through the engine too, up to a depth that stops workflows from triggering each other forever.
+
+A run that stops at a failed filter without doing anything is not stored (it would cost a row per
+listening workflow per event); every run that acts, waits, fails or interrupts is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from perkflow.activity.stream import Activity, ActivityLog
+from perkflow.conditions import MISSING, evaluate, explain, lookup
+from perkflow.core.clock import isoformat_z
+from perkflow.core.context import AppContext
+from perkflow.core.errors import InvalidInput
+from perkflow.core.uow import UnitOfWork
+from perkflow.members.views import CustomerView
+from perkflow.programs.service import ProgramCatalog, ProgramConfig
+from perkflow.workflows.actions import ACTIONS, ActionFailed, RunScope, coupon_view
+from perkflow.workflows.graph import Graph, WaitParams, parse_graph
+from perkflow.workflows.tables import workflow_runs, workflow_versions, workflows
+
+log = logging.getLogger("perkflow.workflows")
+
+MAX_DEPTH = 4  # a workflow action's activity may trigger workflows, whose actions may... up to here
+RUN_COLUMNS = (
+    "workflow_id",
+    "version",
+    "member_id",
+    "trigger",
+    "status",
+    "path",
+    "results",
+    "context",
+    "resume_at",
+    "resume_node",
+    "started_at",
+    "finished_at",
+)
+
+
+@dataclass(slots=True)
+class ActiveWorkflow:
+    id: str
+    version: int
+    kind: str
+    program_id: str | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    bonus_cap: int | None
+    priority: int
+    activated_at: datetime | None
+    graph: Graph
+
+    def in_window(self, moment: datetime) -> bool:
+        if self.kind != "campaign":
+            return True
+        if self.starts_at is not None and moment < self.starts_at:
+            return False
+        return not (self.ends_at is not None and moment >= self.ends_at)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return self.priority, self.id
+
+
+@dataclass
+class TriggerBucket:
+    """The workflows of one trigger key: those that always run, and those indexed by an event value."""
+
+    always: list[ActiveWorkflow] = field(default_factory=list)
+    indexed: dict[tuple[str, ...], dict[Any, list[ActiveWorkflow]]] = field(default_factory=dict)
+
+    def add(self, workflow: ActiveWorkflow) -> None:
+        discriminator = workflow.graph.discriminator
+        if discriminator is None:
+            self.always.append(workflow)
+            return
+        path, values = discriminator
+        by_value = self.indexed.setdefault(path, {})
+        for value in values:
+            by_value.setdefault(value, []).append(workflow)
+
+    def candidates(self, event: dict[str, Any]) -> list[ActiveWorkflow]:
+        found = list(self.always)
+        for path, by_value in self.indexed.items():
+            value = lookup(event, path)
+            if value is MISSING or isinstance(value, dict | list):
+                continue
+            matched = by_value.get(value)
+            if matched:
+                found.extend(matched)
+        if len(found) > 1:
+            found.sort(key=lambda w: w.order)
+        return found
+
+
+@dataclass
+class WorkflowIndex:
+    by_event: dict[str, TriggerBucket] = field(default_factory=dict)
+    modifiers: dict[str, list[ActiveWorkflow]] = field(default_factory=dict)
+    dated: list[ActiveWorkflow] = field(default_factory=list)
+    count: int = 0
+
+    @classmethod
+    def build(cls, active: Iterable[ActiveWorkflow]) -> WorkflowIndex:
+        index = cls()
+        for workflow in sorted(active, key=lambda w: w.order):
+            index.count += 1
+            graph = workflow.graph
+            if graph.trigger_type == "date":
+                index.dated.append(workflow)
+                continue
+            if graph.trigger_type in ("segment_entered", "segment_left"):
+                # Segment activity carries the segment id, so the segment is just an indexed value.
+                bucket = index.by_event.setdefault(graph.trigger_type, TriggerBucket())
+                bucket.indexed.setdefault(("segment_id",), {}).setdefault(graph.trigger_keys[0], []).append(
+                    workflow
+                )
+                continue
+            for event_type in graph.trigger_keys:
+                index.by_event.setdefault(event_type, TriggerBucket()).add(workflow)
+                if graph.has_modifier:
+                    index.modifiers.setdefault(event_type, []).append(workflow)
+        return index
+
+
+class IndexCache:
+    """The active workflows, compiled once per version and re-checked at most once a second.
+
+    A cheap stamp query (how many workflows, the latest change) decides whether to reload; graphs are
+    compiled once per (workflow, version) and kept, so reloading after one edit parses one graph.
+    """
+
+    ttl_s = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checked_at = -1e9
+        self._stamp: Any = None
+        self._index = WorkflowIndex()
+        self._compiled: dict[tuple[str, int], Graph] = {}
+
+    def get(self, uow: UnitOfWork) -> WorkflowIndex:
+        with self._lock:
+            if time.monotonic() - self._checked_at < self.ttl_s:
+                return self._index
+        stamp = tuple(
+            uow.conn.execute(
+                select(func.count(), func.max(workflows.c.updated_at)).where(workflows.c.status == "active")
+            ).one()
+        )
+        with self._lock:
+            if stamp == self._stamp:
+                self._checked_at = time.monotonic()
+                return self._index
+        index = self._load(uow)
+        with self._lock:
+            self._index = index
+            self._stamp = stamp
+            self._checked_at = time.monotonic()
+        return index
+
+    def _load(self, uow: UnitOfWork) -> WorkflowIndex:
+        rows = uow.conn.execute(
+            select(workflows, workflow_versions.c.graph)
+            .join(
+                workflow_versions,
+                (workflow_versions.c.workflow_id == workflows.c.id)
+                & (workflow_versions.c.version == workflows.c.active_version),
+            )
+            .where(workflows.c.status == "active")
+        ).all()
+        active = []
+        for row in rows:
+            key = (row.id, row.active_version)
+            graph = self._compiled.get(key)
+            if graph is None:
+                try:
+                    graph = self._compiled[key] = parse_graph(row.graph)
+                except ValueError:  # pragma: no cover - graphs are validated when saved
+                    log.exception(
+                        "workflow %s version %s no longer compiles; skipped", row.id, row.active_version
+                    )
+                    continue
+            active.append(
+                ActiveWorkflow(
+                    id=row.id,
+                    version=row.active_version,
+                    kind=row.kind,
+                    program_id=row.program_id,
+                    starts_at=row.starts_at,
+                    ends_at=row.ends_at,
+                    bonus_cap=row.bonus_cap,
+                    priority=row.priority,
+                    activated_at=row.activated_at,
+                    graph=graph,
+                )
+            )
+        return WorkflowIndex.build(active)
+
+    def graph_of(self, uow: UnitOfWork, workflow_id: str, version: int) -> Graph:
+        """Any version's graph (waiting runs continue on the version they started with)."""
+        key = (workflow_id, version)
+        graph = self._compiled.get(key)
+        if graph is None:
+            raw = uow.conn.execute(
+                select(workflow_versions.c.graph).where(
+                    workflow_versions.c.workflow_id == workflow_id, workflow_versions.c.version == version
+                )
+            ).scalar_one()
+            graph = self._compiled[key] = parse_graph(raw)
+        return graph
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._checked_at = -1e9
+            self._stamp = None
+
+
+def index_cache(ctx: AppContext) -> IndexCache:
+    found = ctx.caches.get("workflows")
+    if found is None:
+        found = ctx.caches["workflows"] = IndexCache()
+    return found
+
+
+# -- views of the triggering event --------------------------------------------------------------------
+
+SCALAR_EFFECTS = ("points", "balance", "tier", "tier_change", "expires_at", "release_at", "checkout")
+
+
+def event_view(uow: UnitOfWork, activity: Activity) -> dict[str, Any]:
+    """The event as filters and templates read it: its data, scalar effects, and a few basics.
+
+    checkout_accept, checkout_reject and refund also carry the original checkout's data (total,
+    items, store...) under the names it had, so "last purchase" workflows work on either event.
+    """
+    view: dict[str, Any] = {}
+    effects = activity.effects
+    for key in SCALAR_EFFECTS:
+        if key in effects:
+            view[key] = effects[key]
+    original = effects.get("checkout")
+    if isinstance(original, str) and activity.type in ("checkout_accept", "checkout_reject", "refund"):
+        view.update(_original_checkout(uow, original))
+    view.update(activity.data)
+    items = view.get("items")
+    if isinstance(items, list):
+        view["items_count"] = sum(
+            i.get("quantity", 1) if isinstance(i, dict) and isinstance(i.get("quantity", 1), int) else 1
+            for i in items
+        )
+    view["type"] = activity.type
+    view["id"] = activity.id
+    view["occurred_at"] = isoformat_z(activity.occurred_at)
+    view["points"] = effects.get("points", activity.points_delta)
+    view["pending_points"] = activity.pending_delta
+    view["program_id"] = activity.program_id
+    view["source"] = activity.source
+    return view
+
+
+def _original_checkout(uow: UnitOfWork, activity_id: str) -> dict[str, Any]:
+    from perkflow.activity.queries import get_activity
+
+    try:
+        return dict(get_activity(uow.conn, activity_id).data)
+    except Exception:  # pragma: no cover - the checkout was deleted by hand
+        return {}
+
+
+def raw_event_view(
+    action: str, data: dict[str, Any], occurred_at: datetime, program_id: str | None
+) -> dict[str, Any]:
+    """The view of an event not stored yet (for the modifier branch)."""
+    view = dict(data)
+    items = view.get("items")
+    if isinstance(items, list):
+        view["items_count"] = sum(
+            i.get("quantity", 1) if isinstance(i, dict) and isinstance(i.get("quantity", 1), int) else 1
+            for i in items
+        )
+    view.update(type=action, occurred_at=isoformat_z(occurred_at), program_id=program_id)
+    return view
+
+
+# -- walking a graph -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    """What a walk did: the path, each node's result, where it waits, and whether it was rejected."""
+
+    path: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    pending: list[tuple[str, datetime]] = field(default_factory=list)  # (wait node, resume at)
+    acted: bool = False
+    failed: bool = False
+    interrupted: dict[str, Any] | None = None
+    explain: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.interrupted is not None:
+            return "interrupted"
+        if self.pending:
+            return "waiting"
+        return "failed" if self.failed else "completed"
+
+    @property
+    def worth_recording(self) -> bool:
+        return self.acted or self.failed or bool(self.pending) or self.interrupted is not None
+
+
+def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -> RunOutcome:
+    """Run nodes from `start`, depth first in edge order; waits park their branch for later."""
+    uow = scope.uow
+    log_ = uow.component(ActivityLog)
+    stack = list(reversed(start))
+    while stack:
+        node = graph.nodes[stack.pop()]
+        outcome.path.append(node.id)
+        branch = "success"
+        if node.kind == "filter":
+            assert node.group is not None
+            source: Any = scope.event if node.type == "filter.event_attribute" else scope.customer
+            source = source if source is not None else {}
+
+            def resolve(condition: Any, source: Any = source) -> Any:
+                return lookup(source, condition.path)
+
+            passed = evaluate(node.group, resolve, scope.now)
+            branch = "success" if passed else "fail"
+            if outcome.explain:
+                outcome.results[node.id] = {
+                    "type": node.type,
+                    "passed": passed,
+                    "conditions": explain(node.group, resolve, scope.now),
+                }
+        elif node.type == "action.wait":
+            params: WaitParams = node.params
+            outcome.pending.append((node.id, scope.now + timedelta(seconds=params.seconds)))
+            outcome.results[node.id] = {
+                "type": node.type,
+                "status": "waiting",
+                "resume_at": isoformat_z(outcome.pending[-1][1]),
+            }
+            continue
+        elif node.type == "action.interrupt":
+            outcome.interrupted = {"node": node.id, "code": node.params.code, "message": node.params.message}
+            outcome.results[node.id] = {"type": node.type, "status": "interrupted", **outcome.interrupted}
+            return outcome
+        else:
+            before = len(log_.recorded)
+            try:
+                result = ACTIONS[node.type](scope, node)
+                outcome.results[node.id] = {"type": node.type, "status": "ok", **result}
+            except ActionFailed as exc:
+                outcome.failed = True
+                branch = "fail"
+                outcome.results[node.id] = {
+                    "type": node.type,
+                    "status": "error",
+                    "code": exc.code,
+                    "error": exc.message,
+                }
+            outcome.acted = True
+            runner = uow.component(WorkflowRunner)
+            for activity in log_.recorded[before:]:
+                runner.depth[activity.seq] = scope.depth + 1
+        stack.extend(reversed(graph.next(node.id, branch)))
+    return outcome
+
+
+# -- the unit-of-work component ---------------------------------------------------------------------
+
+
+class WorkflowRunner:
+    """Runs the workflows triggered by the unit of work's activities and buffers their run records."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.depth: dict[int, int] = {}
+        self._rows: list[tuple[Any, ...]] = []
+        self._index: WorkflowIndex | None = None
+        self.recorded: list[dict[str, Any]] = []  # what this unit of work ran (for dry runs)
+        self.capture = False
+
+    @property
+    def index(self) -> WorkflowIndex:
+        if self._index is None:
+            self._index = index_cache(self.uow.ctx).get(self.uow)
+        return self._index
+
+    def program_for(self, workflow: ActiveWorkflow, program_id: str | None) -> ProgramConfig | None:
+        catalog = self.uow.component(ProgramCatalog)
+        wanted = workflow.program_id or program_id
+        if wanted is not None:
+            return catalog.programs.get(wanted)
+        try:
+            return catalog.resolve(None)
+        except Exception:
+            return None
+
+    def on_activities(self, activities: list[Activity]) -> None:
+        index = self.index
+        if not index.by_event:
+            return
+        for activity in activities:
+            bucket = index.by_event.get(activity.type)
+            if bucket is None:
+                continue
+            depth = self.depth.get(activity.seq, 0)
+            view = event_view(self.uow, activity)
+            for workflow in bucket.candidates(view):
+                if workflow.program_id is not None and activity.program_id not in (None, workflow.program_id):
+                    continue
+                if not workflow.in_window(activity.occurred_at):
+                    continue
+                if depth >= MAX_DEPTH:
+                    self._record_skip(workflow, activity, "too many workflows triggered each other")
+                    continue
+                self.run_for_activity(workflow, activity, view, depth)
+
+    def run_for_activity(
+        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int
+    ) -> RunOutcome:
+        program = self.program_for(workflow, activity.program_id)
+        scope = RunScope(
+            uow=self.uow,
+            workflow_id=workflow.id,
+            version=workflow.version,
+            kind=workflow.kind,
+            bonus_cap=workflow.bonus_cap,
+            member_id=activity.member_id,
+            program=program,
+            now=self.uow.now,
+            trigger_ref=activity.id,
+            occurred_at=activity.occurred_at,
+            event=view,
+            customer=CustomerView(self.uow, activity.member_id, program),
+            depth=depth,
+        )
+        if activity.type in ("reward_claim", "coupon_assigned"):
+            scope.coupon = coupon_view(activity.data, "reward" if activity.type == "reward_claim" else "pool")
+            scope.reward = {
+                "id": activity.data.get("reward_id"),
+                "name": activity.data.get("reward_name"),
+                "description": activity.data.get("reward_description"),
+                "points_cost": activity.data.get("points_cost"),
+                "program_id": activity.program_id,
+            }
+        trigger = {"kind": "event", "activity": activity.id, "type": activity.type}
+        return self.execute(
+            workflow, scope, trigger, workflow.graph.next(workflow.graph.trigger.id, "success")
+        )
+
+    def execute(
+        self,
+        workflow: ActiveWorkflow,
+        scope: RunScope,
+        trigger: dict[str, Any],
+        start: list[str],
+        outcome: RunOutcome | None = None,
+    ) -> RunOutcome:
+        if outcome is None:
+            outcome = RunOutcome(path=[workflow.graph.trigger.id], explain=self.capture)
+        walk(workflow.graph, scope, start, outcome)
+        if outcome.worth_recording or self.capture:
+            self.record(workflow.id, workflow.version, scope, trigger, outcome)
+        return outcome
+
+    def record(
+        self, workflow_id: str, version: int, scope: RunScope, trigger: dict[str, Any], outcome: RunOutcome
+    ) -> None:
+        db = self.uow.db
+        now = self.uow.now
+        resume_at = min((at for _node, at in outcome.pending), default=None)
+        context: dict[str, Any] = {}
+        if outcome.pending:
+            context = {
+                "event": scope.event,
+                "reward": scope.reward,
+                "coupon": scope.coupon,
+                "program_id": scope.program.id if scope.program else None,
+                "trigger_ref": scope.trigger_ref,
+                "occurred_at": isoformat_z(scope.occurred_at),
+                "pending": [[node, isoformat_z(at)] for node, at in outcome.pending],
+            }
+        status = outcome.status
+        self.recorded.append(
+            {
+                "workflow_id": workflow_id,
+                "version": version,
+                "member_id": scope.member_id,
+                "trigger": trigger,
+                "status": status,
+                "path": outcome.path,
+                "results": outcome.results,
+            }
+        )
+        if self.capture:
+            return
+        self._rows.append(
+            (
+                workflow_id,
+                version,
+                scope.member_id,
+                db.param_json(trigger),
+                status,
+                db.param_json(outcome.path),
+                db.param_json(outcome.results),
+                db.param_json(context),
+                db.param_datetime(resume_at),
+                outcome.pending[0][0] if outcome.pending else None,
+                db.param_datetime(now),
+                None if outcome.pending else db.param_datetime(now),
+            )
+        )
+
+    def _record_skip(self, workflow: ActiveWorkflow, activity: Activity, reason: str) -> None:
+        log.warning("workflow %s not run for %s: %s", workflow.id, activity.id, reason)
+        db = self.uow.db
+        now = db.param_datetime(self.uow.now)
+        self._rows.append(
+            (
+                workflow.id,
+                workflow.version,
+                activity.member_id,
+                db.param_json({"kind": "event", "activity": activity.id, "type": activity.type}),
+                "failed",
+                db.param_json([workflow.graph.trigger.id]),
+                db.param_json({workflow.graph.trigger.id: {"status": "error", "error": reason}}),
+                db.param_json({}),
+                None,
+                None,
+                now,
+                now,
+            )
+        )
+
+    # -- the modifier branch (before an event is stored) ------------------------------------------------
+
+    def guard(
+        self, member_id: str, action: str, data: dict[str, Any], occurred_at: datetime, program_id: str | None
+    ) -> None:
+        """Run the modifier branches listening to `action`; an interrupt rejects the event."""
+        workflows_ = self.index.modifiers.get(action)
+        if not workflows_:
+            return
+        view = raw_event_view(action, data, occurred_at, program_id)
+        for workflow in workflows_:
+            if workflow.program_id is not None and program_id not in (None, workflow.program_id):
+                continue
+            if not workflow.in_window(occurred_at):
+                continue
+            program = self.program_for(workflow, program_id)
+            scope = RunScope(
+                uow=self.uow,
+                workflow_id=workflow.id,
+                version=workflow.version,
+                kind=workflow.kind,
+                bonus_cap=workflow.bonus_cap,
+                member_id=member_id,
+                program=program,
+                now=self.uow.now,
+                trigger_ref=f"pre:{action}",
+                occurred_at=occurred_at,
+                event=view,
+                customer=CustomerView(self.uow, member_id, program),
+            )
+            outcome = RunOutcome(path=[workflow.graph.trigger.id], explain=self.capture)
+            walk(workflow.graph, scope, workflow.graph.next(workflow.graph.trigger.id, "modifier"), outcome)
+            if outcome.interrupted is not None:
+                trigger = {"kind": "modifier", "type": action, "data": data}
+                self.record(workflow.id, workflow.version, scope, trigger, outcome)
+                raise InvalidInput(
+                    outcome.interrupted["message"],
+                    code="event_interrupted",
+                    details={
+                        "error_code": outcome.interrupted["code"],
+                        "workflow_id": workflow.id,
+                        "node": outcome.interrupted["node"],
+                    },
+                )
+
+    # -- component protocol -------------------------------------------------------------------------------
+
+    def before_commit(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self.uow.db.bulk_insert(self.uow.conn, workflow_runs, RUN_COLUMNS, rows)
+
+
+def run_workflows(uow: UnitOfWork, activities: list[Activity]) -> None:
+    """Activity subscriber: run what the activities trigger, in the same transaction."""
+    cache = index_cache(uow.ctx)
+    runner = uow.component(WorkflowRunner) if uow.has_component(WorkflowRunner) else None
+    if runner is None:
+        if not cache.get(uow).by_event:
+            return
+        runner = uow.component(WorkflowRunner)
+    runner.on_activities(activities)
+
+
+def guard_event(
+    uow: UnitOfWork,
+    member_id: str,
+    action: str,
+    data: dict[str, Any],
+    occurred_at: datetime,
+    program_id: str | None,
+) -> None:
+    """Ingest hook: modifier branches run before the event is applied and may reject it."""
+    if not index_cache(uow.ctx).get(uow).modifiers:
+        return
+    uow.component(WorkflowRunner).guard(member_id, action, data, occurred_at, program_id)

@@ -1,0 +1,361 @@
+"""The durable scheduler: date-triggered workflows and runs that wait.
+
+Date triggers. Each occurrence of a schedule (a one-time moment, or each time its cron fires) is a
+row of `workflow_occurrences` whose primary key is (workflow, moment), so however many schedulers
+race, one inserts it and owns it. The owner walks the program's members in id order in batches;
+each batch commits together with the occurrence's resume point, so a scheduler that dies mid-way
+leaves a lease that expires and another picks up from the last member done, and no member runs
+twice. After downtime every missed occurrence since the last one is run, oldest first, each as of
+its own moment (the birthday filter asks about that day, not today).
+
+Waits. A run that reaches a wait is stored with its resume time; `resume_waiting_runs` claims due
+runs (SKIP LOCKED on PostgreSQL) and continues them on the version they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+from sqlalchemy import func, or_, select, update
+
+from perkflow.conditions import evaluate, lookup
+from perkflow.core.context import AppContext
+from perkflow.core.ids import new_id
+from perkflow.core.uow import UnitOfWork
+from perkflow.ledger.accounts import AccountRepository
+from perkflow.ledger.tables import accounts
+from perkflow.members.repository import MemberRepository
+from perkflow.members.views import CustomerView
+from perkflow.programs.service import ProgramCatalog
+from perkflow.workflows.actions import RunScope
+from perkflow.workflows.engine import ActiveWorkflow, RunOutcome, WorkflowRunner, index_cache, walk
+from perkflow.workflows.graph import DateTrigger
+from perkflow.workflows.tables import workflow_occurrences, workflow_runs, workflows
+
+log = logging.getLogger("perkflow.workflows.scheduler")
+
+MAX_CATCH_UP = 100  # occurrences of one workflow per pass; the next pass continues
+MEMBER_BATCH = 500
+LEASE = timedelta(minutes=2)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+
+
+def due_occurrences(
+    trigger: DateTrigger, *, after: datetime, now: datetime, limit: int = MAX_CATCH_UP
+) -> list[datetime]:
+    """Occurrences in (after, now], oldest first."""
+    if trigger.at is not None:
+        at = trigger.at.astimezone(UTC)
+        return [at] if after < at <= now else []
+    assert trigger.cron is not None
+    found: list[datetime] = []
+    schedule = croniter(trigger.cron, after.astimezone(UTC))
+    while len(found) < limit:
+        moment = schedule.get_next(datetime)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        if moment > now:
+            break
+        found.append(moment)
+    return found
+
+
+def _last_occurrence(uow: UnitOfWork, workflow_id: str) -> datetime | None:
+    return uow.conn.execute(
+        select(func.max(workflow_occurrences.c.occurs_at)).where(
+            workflow_occurrences.c.workflow_id == workflow_id
+        )
+    ).scalar()
+
+
+def run_date_triggers(ctx: AppContext, *, worker: str | None = None, batch: int = MEMBER_BATCH) -> int:
+    """Run every due occurrence of every active date-triggered workflow; returns runs executed."""
+    worker = worker or worker_name()
+    with ctx.uow(write=False) as uow:
+        dated = list(index_cache(ctx).get(uow).dated)
+        now = uow.now
+        plans: list[tuple[ActiveWorkflow, datetime]] = []
+        for workflow in dated:
+            trigger: DateTrigger = workflow.graph.trigger.params
+            last = _last_occurrence(uow, workflow.id)
+            if trigger.at is not None:
+                after = last or datetime.min.replace(tzinfo=UTC)
+            else:
+                after = max(filter(None, [last, workflow.activated_at]), default=now)
+            for moment in due_occurrences(trigger, after=after, now=now):
+                plans.append((workflow, moment))
+            # Occurrences a dead scheduler left unfinished.
+            planned = {m for w, m in plans if w.id == workflow.id}
+            for moment in _stale_occurrences(uow, workflow.id, now):
+                if moment not in planned:
+                    plans.append((workflow, moment))
+    done = 0
+    for workflow, moment in sorted(plans, key=lambda p: p[1]):
+        done += run_occurrence(ctx, workflow, moment, worker=worker, batch=batch)
+    return done
+
+
+def _stale_occurrences(uow: UnitOfWork, workflow_id: str, now: datetime) -> list[datetime]:
+    return list(
+        uow.conn.execute(
+            select(workflow_occurrences.c.occurs_at).where(
+                workflow_occurrences.c.workflow_id == workflow_id,
+                workflow_occurrences.c.status == "running",
+                workflow_occurrences.c.lease_until < now,
+            )
+        ).scalars()
+    )
+
+
+def _claim(ctx: AppContext, workflow: ActiveWorkflow, moment: datetime, worker: str) -> bool:
+    """Own the occurrence: create it, or take it over when its owner's lease has run out."""
+    with ctx.uow() as uow:
+        db = uow.db
+        now = uow.now
+        uow.conn.execute(
+            db.insert_ignore(
+                workflow_occurrences,
+                {
+                    "workflow_id": workflow.id,
+                    "occurs_at": moment,
+                    "version": workflow.version,
+                    "status": "running",
+                    "members_done": 0,
+                    "last_member": None,
+                    "claimed_by": worker,
+                    "lease_until": now + LEASE,
+                    "started_at": now,
+                },
+                conflict_columns=("workflow_id", "occurs_at"),
+            )
+        )
+        taken = uow.conn.execute(
+            update(workflow_occurrences)
+            .where(
+                workflow_occurrences.c.workflow_id == workflow.id,
+                workflow_occurrences.c.occurs_at == moment,
+                workflow_occurrences.c.status == "running",
+                or_(workflow_occurrences.c.claimed_by == worker, workflow_occurrences.c.lease_until < now),
+            )
+            .values(claimed_by=worker, lease_until=now + LEASE)
+        ).rowcount
+        uow.commit()
+    return bool(taken)
+
+
+def run_occurrence(
+    ctx: AppContext, workflow: ActiveWorkflow, moment: datetime, *, worker: str, batch: int = MEMBER_BATCH
+) -> int:
+    if not _claim(ctx, workflow, moment, worker):
+        return 0
+    ran = 0
+    while True:
+        with ctx.uow() as uow:
+            row = uow.conn.execute(
+                uow.db.for_update(
+                    select(workflow_occurrences).where(
+                        workflow_occurrences.c.workflow_id == workflow.id,
+                        workflow_occurrences.c.occurs_at == moment,
+                    )
+                )
+            ).first()
+            if row is None or row.status != "running" or row.claimed_by != worker:
+                return ran  # finished, or taken over by another scheduler after our lease ran out
+            program = uow.component(WorkflowRunner).program_for(workflow, None)
+            if program is None:
+                log.warning("date workflow %s has no program to run in", workflow.id)
+                member_ids: list[str] = []
+            else:
+                member_ids = list(
+                    uow.conn.execute(
+                        select(accounts.c.member_id)
+                        .where(
+                            accounts.c.program_id == program.id,
+                            accounts.c.status == "opted_in",
+                            accounts.c.member_id > (row.last_member or ""),
+                        )
+                        .order_by(accounts.c.member_id)
+                        .limit(batch)
+                    ).scalars()
+                )
+            if member_ids and program is not None:
+                members = uow.component(MemberRepository).load_many(member_ids)
+                uow.component(AccountRepository).load((m, program.id) for m in member_ids)
+                runner = uow.component(WorkflowRunner)
+                group = workflow.graph.trigger.group
+                for member_id in member_ids:
+                    member = members.get(member_id)
+                    if member is None or not member.active:
+                        continue
+                    customer = CustomerView(uow, member_id, program, now=moment)
+                    if group is not None and not evaluate(group, _resolver(customer), moment):
+                        continue
+                    scope = RunScope(
+                        uow=uow,
+                        workflow_id=workflow.id,
+                        version=workflow.version,
+                        kind=workflow.kind,
+                        bonus_cap=workflow.bonus_cap,
+                        member_id=member_id,
+                        program=program,
+                        now=moment,
+                        trigger_ref=f"date:{moment.strftime('%Y%m%dT%H%M%SZ')}:{member_id}",
+                        occurred_at=moment,
+                        event=None,
+                        customer=customer,
+                    )
+                    trigger_info = {"kind": "date", "occurs_at": moment.isoformat().replace("+00:00", "Z")}
+                    runner.execute(
+                        workflow,
+                        scope,
+                        trigger_info,
+                        workflow.graph.next(workflow.graph.trigger.id, "success"),
+                    )
+                    ran += 1
+            finished = len(member_ids) < batch
+            values: dict[str, Any] = {
+                "members_done": workflow_occurrences.c.members_done + len(member_ids),
+                "last_member": member_ids[-1] if member_ids else row.last_member,
+                "lease_until": uow.now + LEASE,
+            }
+            if finished:
+                values.update(status="done", finished_at=uow.now, lease_until=None)
+            uow.conn.execute(
+                update(workflow_occurrences)
+                .where(
+                    workflow_occurrences.c.workflow_id == workflow.id,
+                    workflow_occurrences.c.occurs_at == moment,
+                )
+                .values(**values)
+            )
+            uow.commit()
+        if finished:
+            log.info("workflow %s occurrence %s done (%d runs)", workflow.id, moment, ran)
+            return ran
+
+
+def _resolver(view: CustomerView) -> Any:
+    return lambda condition: lookup(view, condition.path)
+
+
+def resume_waiting_runs(ctx: AppContext, *, batch: int = 200) -> int:
+    """Continue every waiting run whose time has come; returns how many were continued."""
+    resumed = 0
+    while True:
+        with ctx.uow() as uow:
+            stmt = (
+                select(workflow_runs)
+                .where(workflow_runs.c.status == "waiting", workflow_runs.c.resume_at <= uow.now)
+                .order_by(workflow_runs.c.resume_at)
+                .limit(batch)
+            )
+            rows = uow.conn.execute(uow.db.for_update(stmt, skip_locked=True)).all()
+            if not rows:
+                return resumed
+            for row in rows:
+                _resume(uow, row)
+                resumed += 1
+            uow.commit()
+        if len(rows) < batch:
+            return resumed
+
+
+def _resume(uow: UnitOfWork, row: Any) -> None:
+    cache = index_cache(uow.ctx)
+    graph = cache.graph_of(uow, row.workflow_id, row.version)
+    meta = uow.conn.execute(select(workflows).where(workflows.c.id == row.workflow_id)).first()
+    context = dict(row.context or {})
+    catalog = uow.component(ProgramCatalog)
+    program = catalog.programs.get(context.get("program_id") or "") if context.get("program_id") else None
+    workflow = ActiveWorkflow(
+        id=row.workflow_id,
+        version=row.version,
+        kind=meta.kind if meta else "general",
+        program_id=meta.program_id if meta else None,
+        starts_at=None,
+        ends_at=None,
+        bonus_cap=meta.bonus_cap if meta else None,
+        priority=0,
+        activated_at=None,
+        graph=graph,
+    )
+    pending = [(node, _parse(at)) for node, at in context.get("pending", [])]
+    due = [p for p in pending if p[1] <= uow.now]
+    later = [p for p in pending if p[1] > uow.now]
+    occurred_at = _parse(context["occurred_at"]) if context.get("occurred_at") else row.started_at
+    scope = RunScope(
+        uow=uow,
+        workflow_id=row.workflow_id,
+        version=row.version,
+        kind=workflow.kind,
+        bonus_cap=workflow.bonus_cap,
+        member_id=row.member_id,
+        program=program,
+        now=uow.now,
+        trigger_ref=context.get("trigger_ref") or f"run:{row.id}",
+        occurred_at=occurred_at,
+        event=context.get("event"),
+        customer=CustomerView(uow, row.member_id, program),
+        reward=context.get("reward"),
+        coupon=context.get("coupon"),
+    )
+    results = dict(row.results or {})
+    outcome = RunOutcome(path=list(row.path or []), results=results, pending=later)
+    outcome.acted = True
+    outcome.failed = any(isinstance(r, dict) and r.get("status") == "error" for r in results.values())
+    for node_id, _at in due:
+        outcome.results[node_id] = {
+            **outcome.results.get(node_id, {}),
+            "status": "ok",
+            "resumed_at": uow.now.isoformat(),
+        }
+        walk(graph, scope, graph.next(node_id, "success"), outcome)
+    context["pending"] = [[node, at.isoformat().replace("+00:00", "Z")] for node, at in outcome.pending]
+    if outcome.status == "waiting":
+        context.update(event=scope.event, reward=scope.reward, coupon=scope.coupon)
+    status = outcome.status
+    uow.conn.execute(
+        update(workflow_runs)
+        .where(workflow_runs.c.id == row.id)
+        .values(
+            status=status,
+            path=outcome.path,
+            results=outcome.results,
+            context=context if outcome.pending else {},
+            resume_at=min((at for _n, at in outcome.pending), default=None),
+            resume_node=outcome.pending[0][0] if outcome.pending else None,
+            finished_at=None if outcome.pending else uow.now,
+        )
+    )
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def occurrences_of(uow: UnitOfWork, workflow_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    rows = uow.conn.execute(
+        select(workflow_occurrences)
+        .where(workflow_occurrences.c.workflow_id == workflow_id)
+        .order_by(workflow_occurrences.c.occurs_at.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "occurs_at": r.occurs_at,
+            "version": r.version,
+            "status": r.status,
+            "members_done": r.members_done,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+        }
+        for r in rows
+    ]
