@@ -183,13 +183,15 @@ def run_sync_bench(
         _wait_for(client)
         limit_requests_per_s = rate_limit / rate_window
 
+        credentials = integrations.check_credentials(
+            "braze", {"instance_url": sandbox_url, "app_id": None}, {"api_key": "braze-key"}
+        )
+
         def connect(uow: Any) -> integrations.Integration:
             created = integrations.connect(
                 uow,
-                "braze",
+                credentials,
                 name="bench",
-                config={"instance_url": sandbox_url, "app_id": None},
-                secrets={"api_key": "braze-key"},
                 settings={
                     "events": [{"type": "tier_up"}, {"type": "reward_claim"}],
                     "rate_limit_per_s": limit_requests_per_s,

@@ -17,10 +17,14 @@ def normalize_base_url(raw: str, *, strip_paths: tuple[str, ...] = ()) -> str:
     text = raw.strip()
     if "://" not in text:
         text = "https://" + text
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConnectionCheckFailed(f"{raw!r} is not a URL", code="invalid_url")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0-65535
+    except ValueError:
+        raise ConnectionCheckFailed(f"{raw[:200]!r} is not a URL", code="invalid_url") from None
+    if parts.scheme not in ("https", "http") or not host or any(ch.isspace() for ch in text):
+        raise ConnectionCheckFailed(f"{raw[:200]!r} is not a URL", code="invalid_url")
     if parts.scheme == "http" and host not in LOOPBACK:
         raise ConnectionCheckFailed(
             "the platform URL must use https", code="invalid_url", details={"url": raw}

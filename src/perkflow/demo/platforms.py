@@ -67,29 +67,29 @@ def start_platforms() -> Platforms:
 
 def connect_platforms(ctx: AppContext, platforms: Platforms) -> None:
     """Connect both sandboxes (the credentials are checked with real calls), map fields, pick events."""
+    braze_credentials = integrations.check_credentials(
+        "braze",
+        {"instance_url": platforms.braze_server.url, "app_id": "demo-app"},
+        {"api_key": "braze-key"},
+    )
+    bloomreach_credentials = integrations.check_credentials(
+        "bloomreach",
+        {
+            "base_url": platforms.bloomreach_server.url,
+            "project_token": "test-project",
+            "hard_id": "registered",
+            "hard_id_field": "email",
+        },
+        {"api_key_id": "key-id", "api_secret": "key-secret"},
+    )
 
     def work(uow: Any) -> None:
         braze = integrations.connect(
-            uow,
-            "braze",
-            name="Braze (sandbox)",
-            config={"instance_url": platforms.braze_server.url, "app_id": "demo-app"},
-            secrets={"api_key": "braze-key"},
-            settings={"events": BRAZE_EVENTS},
+            uow, braze_credentials, name="Braze (sandbox)", settings={"events": BRAZE_EVENTS}
         )
         integrations.set_mappings(uow, braze.id, BRAZE_FIELDS)
         bloomreach = integrations.connect(
-            uow,
-            "bloomreach",
-            name="Bloomreach (sandbox)",
-            config={
-                "base_url": platforms.bloomreach_server.url,
-                "project_token": "test-project",
-                "hard_id": "registered",
-                "hard_id_field": "email",
-            },
-            secrets={"api_key_id": "key-id", "api_secret": "key-secret"},
-            settings={"events": BLOOMREACH_EVENTS},
+            uow, bloomreach_credentials, name="Bloomreach (sandbox)", settings={"events": BLOOMREACH_EVENTS}
         )
         integrations.set_mappings(uow, bloomreach.id, BLOOMREACH_FIELDS)
 

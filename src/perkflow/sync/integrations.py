@@ -22,23 +22,13 @@ from perkflow.core.security import Vault, load_instance_key
 from perkflow.core.uow import UnitOfWork
 from perkflow.events.types import BUILTIN_ACTIONS, SYSTEM_ACTIVITY_TYPES, EventTypeCatalog
 from perkflow.members.service import FieldCatalog
+from perkflow.programs.service import ProgramCatalog
 from perkflow.sync.fields import catalogue
+from perkflow.sync.schemas import CHANGEABLE_CONFIG, SyncSettings, checked_secrets, checked_settings
 from perkflow.sync.tables import field_mappings, integrations
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "mode": "delta",  # delta: only what differs from what the platform acknowledged; full: every mapped field
-    "events": [],  # [{"type": activity type, "name": event name on the platform}]
-    "flush_age_ms": 500,  # send a part-full batch once its oldest item is this old
-    "max_attempts": 8,  # then the item goes to the dead letters
-    "backoff_base_s": 1.0,
-    "backoff_max_s": 300.0,
-    "rate_limit_per_s": None,  # None: the connector's default
-    "braze_cap_mode": "total",  # total: 75 objects per request; per_array: 75 per array (legacy contracts)
-    "braze_max_objects": 75,
-    "braze_array_max": 25,
-    "bloomreach_max_commands": 50,
-    "async_sync": True,  # Bloomreach: False pushes changes within the request and queues only on failure
-}
+# Every setting with its default; SyncSettings (schemas.py) documents and checks them.
+DEFAULT_SETTINGS: dict[str, Any] = SyncSettings().model_dump()
 DEFAULT_RATES = {"braze": 1000.0, "bloomreach": 100.0, "webhook": 50.0}
 CHECK_TIMEOUT_S = 10.0
 
@@ -174,40 +164,70 @@ def get_integration(uow: UnitOfWork, integration_id: str) -> Integration:
     raise NotFound(f"integration {integration_id!r} does not exist", code="integration_not_found")
 
 
-def _check(
-    ctx: AppContext, kind: str, config: dict[str, Any], secrets: dict[str, Any], settings: dict[str, Any]
-) -> None:
-    connector = connector_class(kind)(config, secrets, settings)
+@dataclass(frozen=True)
+class CheckedCredentials:
+    """Credentials a real call to the platform accepted; only these can be saved.
+
+    The check runs before the saving transaction opens, so a slow platform never holds a database
+    lock (on SQLite, every writer's) while it answers.
+    """
+
+    kind: str
+    config: dict[str, Any]
+    secrets: dict[str, Any]
+
+
+def check_credentials(
+    kind: str, config: dict[str, Any], secrets: dict[str, Any], settings: dict[str, Any] | None = None
+) -> CheckedCredentials:
+    """Prove the credentials work with a harmless call; ConnectionCheckFailed (422) says what is wrong."""
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown integration kind {kind!r}", code="unknown_integration_kind")
+    secrets = checked_secrets(kind, secrets)
+    connector = connector_class(kind)(config, secrets, {**DEFAULT_SETTINGS, **(settings or {})})
     with httpx.Client(timeout=CHECK_TIMEOUT_S) as client:
         connector.check_connection(client)
+    return CheckedCredentials(kind, dict(config), secrets)
+
+
+def validate_new_integration(
+    uow: UnitOfWork, kind: str, config: dict[str, Any], settings: dict[str, Any], program_id: str | None
+) -> dict[str, Any]:
+    """Settings completed with defaults, refused (4xx) if a value, an event, the program or the
+    Bloomreach hard-ID field is wrong."""
+    if kind == "bloomreach" and config.get("hard_id_field") not in loyalty_fields(uow):
+        raise InvalidInput(
+            f"{config.get('hard_id_field')!r} is not a loyalty field (see /api/v1/integrations/fields)",
+            code="invalid_hard_id_field",
+        )
+    merged = checked_settings(settings)
+    connector_class(kind).check_events(merged["events"])
+    _validate_events(uow, merged["events"])
+    if program_id is not None:
+        uow.component(ProgramCatalog).get(program_id)
+    return merged
 
 
 def connect(
     uow: UnitOfWork,
-    kind: str,
+    checked: CheckedCredentials,
     *,
     name: str,
-    config: dict[str, Any],
-    secrets: dict[str, Any],
     settings: dict[str, Any] | None = None,
     program_id: str | None = None,
 ) -> Integration:
-    """Check the credentials with a real call, then save them encrypted; a failed check saves nothing."""
-    if kind not in KINDS:
-        raise InvalidInput(f"unknown integration kind {kind!r}", code="unknown_integration_kind")
-    merged = {**DEFAULT_SETTINGS, **(settings or {})}
-    _validate_events(uow, merged["events"])
-    _check(uow.ctx, kind, config, secrets, merged)
+    """Save checked credentials, encrypted, as a new connected integration."""
+    merged = validate_new_integration(uow, checked.kind, checked.config, settings or {}, program_id)
     integration_id = new_id("int")
     uow.conn.execute(
         insert(integrations).values(
             id=integration_id,
-            kind=kind,
+            kind=checked.kind,
             name=name,
             status="connected",
             program_id=program_id,
-            config=config,
-            secrets=vault(uow.ctx).seal(secrets),
+            config=checked.config,
+            secrets=vault(uow.ctx).seal(checked.secrets),
             settings=merged,
             last_error=None,
             created_at=uow.now,
@@ -218,25 +238,42 @@ def connect(
     return get_integration(uow, integration_id)
 
 
-def update_credentials(
-    uow: UnitOfWork, integration_id: str, *, config: dict[str, Any], secrets: dict[str, Any]
-) -> Integration:
-    """Replace the credentials (checked first) and resume delivery if it was paused or disconnected."""
-    integration = get_integration(uow, integration_id)
-    merged_config = {**integration.config, **config}
+def credentials_config(integration: Integration, config: dict[str, Any]) -> dict[str, Any]:
+    """The connection settings after a credentials update; refuses unknown keys and hard-ID changes."""
+    unknown = sorted(set(config) - CHANGEABLE_CONFIG[integration.kind])
+    if unknown:
+        raise InvalidInput(
+            f"{', '.join(unknown)} cannot be set on a {integration.kind} integration",
+            code="invalid_config",
+            details={"allowed": sorted(CHANGEABLE_CONFIG[integration.kind])},
+        )
     for immutable in ("hard_id", "hard_id_field"):
         if immutable in config and config[immutable] != integration.config.get(immutable):
             raise Conflict(
-                f"the Bloomreach {immutable} is set once and cannot change (it identifies customers)",
+                f"the Bloomreach {immutable} is set once and cannot change: customers are identified by "
+                f"it, so changing it would split every profile (it is {integration.config.get(immutable)!r})",
                 code="hard_id_immutable",
             )
-    _check(uow.ctx, integration.kind, merged_config, secrets, integration.settings)
+    for key, value in config.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{key} must be a string", code="invalid_config")
+    return {**integration.config, **config}
+
+
+def update_credentials(uow: UnitOfWork, integration_id: str, checked: CheckedCredentials) -> Integration:
+    """Replace the credentials (already checked) and resume delivery if it was paused or disconnected."""
+    integration = get_integration(uow, integration_id)
+    if checked.kind != integration.kind:
+        raise InvalidInput("these credentials are for another kind of platform", code="invalid_credentials")
+    credentials_config(
+        integration, {k: v for k, v in checked.config.items() if k in ("hard_id", "hard_id_field")}
+    )
     uow.conn.execute(
         update(integrations)
         .where(integrations.c.id == integration_id)
         .values(
-            config=merged_config,
-            secrets=vault(uow.ctx).seal(secrets),
+            config=checked.config,
+            secrets=vault(uow.ctx).seal(checked.secrets),
             status="connected",
             last_error=None,
             updated_at=uow.now,
@@ -270,18 +307,9 @@ def update_settings(uow: UnitOfWork, integration_id: str, changes: dict[str, Any
                 "are identified by it, so changing it would split every profile",
                 code="hard_id_immutable",
             )
-    unknown = sorted(set(changes) - DEFAULT_SETTINGS.keys())
-    if unknown:
-        raise InvalidInput(
-            f"unknown settings: {', '.join(unknown)}",
-            code="unknown_setting",
-            details={"allowed": sorted(DEFAULT_SETTINGS)},
-        )
-    merged = {**integration.settings, **changes}
-    if merged["mode"] not in ("delta", "full"):
-        raise InvalidInput("mode is delta or full", code="invalid_setting")
-    if merged["braze_cap_mode"] not in ("total", "per_array"):
-        raise InvalidInput("braze_cap_mode is total or per_array", code="invalid_setting")
+    stored = {k: v for k, v in integration.settings.items() if k in SyncSettings.model_fields}
+    merged = checked_settings({**stored, **changes})
+    connector_class(integration.kind).check_events(merged["events"])
     _validate_events(uow, merged["events"])
     uow.conn.execute(
         update(integrations)

@@ -10,7 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from perkflow.api.deps import Ctx, read, require, write
 from perkflow.api.responses import JSON
 from perkflow.api.routing import api_router
-from perkflow.connectors.base import ConnectionCheckFailed
 from perkflow.connectors.urls import normalize_base_url
 from perkflow.core.security import random_secret
 from perkflow.core.uow import UnitOfWork
@@ -59,22 +58,37 @@ def loyalty_fields(ctx: Ctx) -> JSON:
     )
 
 
+def _connect(
+    ctx: Any,
+    kind: str,
+    *,
+    name: str,
+    config: dict[str, Any],
+    secrets: dict[str, Any],
+    settings: dict[str, Any],
+    program_id: str | None,
+) -> integrations.Integration:
+    """Validate what needs no network, check the credentials with a real call outside any transaction
+    (a slow platform must not hold a database lock), then save."""
+    read(ctx, lambda uow: integrations.validate_new_integration(uow, kind, config, settings, program_id))
+    checked = integrations.check_credentials(kind, config, secrets, settings)
+    return write(
+        ctx,
+        lambda uow: integrations.connect(uow, checked, name=name, settings=settings, program_id=program_id),
+    )
+
+
 @router.post("/integrations/braze", status_code=201, dependencies=ADMIN)
 def connect_braze(body: BrazeConnect, ctx: Ctx) -> JSON:
     url = normalize_base_url(body.instance_url, strip_paths=("/users/track",))
-    config = {"instance_url": url, "app_id": body.app_id}
-    settings = {**body.settings, "events": _events(body)}
-    created = write(
+    created = _connect(
         ctx,
-        lambda uow: integrations.connect(
-            uow,
-            "braze",
-            name=body.name,
-            config=config,
-            secrets={"api_key": body.api_key},
-            settings=settings,
-            program_id=body.program_id,
-        ),
+        "braze",
+        name=body.name,
+        config={"instance_url": url, "app_id": body.app_id},
+        secrets={"api_key": body.api_key},
+        settings={**body.settings, "events": _events(body)},
+        program_id=body.program_id,
     )
     return JSON(created.to_public(), status_code=201)
 
@@ -82,30 +96,19 @@ def connect_braze(body: BrazeConnect, ctx: Ctx) -> JSON:
 @router.post("/integrations/bloomreach", status_code=201, dependencies=ADMIN)
 def connect_bloomreach(body: BloomreachConnect, ctx: Ctx) -> JSON:
     url = normalize_base_url(body.base_url)
-    fields = read(ctx, integrations.loyalty_fields)
-    if body.hard_id_field not in fields:
-        raise ConnectionCheckFailed(
-            f"{body.hard_id_field!r} is not a loyalty field", code="invalid_hard_id_field"
-        )
-    config = {
-        "base_url": url,
-        "project_token": body.project_token,
-        "hard_id": body.hard_id,
-        "hard_id_field": body.hard_id_field,
-    }
-    secrets = {"api_key_id": body.api_key_id, "api_secret": body.api_secret}
-    settings = {**body.settings, "events": _events(body), "async_sync": body.async_sync}
-    created = write(
+    created = _connect(
         ctx,
-        lambda uow: integrations.connect(
-            uow,
-            "bloomreach",
-            name=body.name,
-            config=config,
-            secrets=secrets,
-            settings=settings,
-            program_id=body.program_id,
-        ),
+        "bloomreach",
+        name=body.name,
+        config={
+            "base_url": url,
+            "project_token": body.project_token,
+            "hard_id": body.hard_id,
+            "hard_id_field": body.hard_id_field,
+        },
+        secrets={"api_key_id": body.api_key_id, "api_secret": body.api_secret},
+        settings={**body.settings, "events": _events(body), "async_sync": body.async_sync},
+        program_id=body.program_id,
     )
     return JSON(created.to_public(), status_code=201)
 
@@ -114,18 +117,14 @@ def connect_bloomreach(body: BloomreachConnect, ctx: Ctx) -> JSON:
 def connect_webhook(body: WebhookConnect, ctx: Ctx) -> JSON:
     url = normalize_base_url(body.url)
     secret = body.secret or random_secret()
-    settings = {**body.settings, "events": _events(body)}
-    created = write(
+    created = _connect(
         ctx,
-        lambda uow: integrations.connect(
-            uow,
-            "webhook",
-            name=body.name,
-            config={"url": url},
-            secrets={"secret": secret},
-            settings=settings,
-            program_id=body.program_id,
-        ),
+        "webhook",
+        name=body.name,
+        config={"url": url},
+        secrets={"secret": secret},
+        settings={**body.settings, "events": _events(body)},
+        program_id=body.program_id,
     )
     out = created.to_public()
     if body.secret is None:
@@ -146,17 +145,15 @@ def disconnect(integration_id: str, ctx: Ctx) -> JSON:
 
 @router.put("/integrations/{integration_id}/credentials", dependencies=ADMIN)
 def update_credentials(integration_id: str, body: Credentials, ctx: Ctx) -> JSON:
-    config = dict(body.config)
+    """New credentials (and connection settings), checked with a real call before they replace the old."""
+    integration = read(ctx, lambda uow: integrations.get_integration(uow, integration_id))
+    config = integrations.credentials_config(integration, dict(body.config))
     for key in ("instance_url", "base_url", "url"):
-        if key in config:
+        if key in body.config:
             config[key] = normalize_base_url(str(config[key]), strip_paths=("/users/track",))
+    checked = integrations.check_credentials(integration.kind, config, body.secrets, integration.settings)
     return JSON(
-        write(
-            ctx,
-            lambda uow: integrations.update_credentials(
-                uow, integration_id, config=config, secrets=body.secrets
-            ),
-        ).to_public()
+        write(ctx, lambda uow: integrations.update_credentials(uow, integration_id, checked)).to_public()
     )
 
 
