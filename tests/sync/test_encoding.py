@@ -30,14 +30,27 @@ MOMENT = datetime(2026, 3, 14, 9, 30, 5, 123456, tzinfo=UTC)
         ("array", ["a", "b"], ["a", "b"]),
         (
             "object",
-            {"since": "2026-01-01T00:00:00Z", "level": 2},
-            {"since": {"$time": "2026-01-01T00:00:00Z"}, "level": 2},
+            {"since": "2026-01-01T00:00:00Z", "level": 2, "born": "1990-04-01", "code": "2026-13-45"},
+            {
+                "since": {"$time": "2026-01-01T00:00:00.000Z"},
+                "level": 2,
+                "born": {"$time": "1990-04-01"},
+                "code": "2026-13-45",  # not a date: an invalid $time would drop every nested update
+            },
         ),
         (
             "array_of_objects",
-            [{"id": 1, "at": "2026-01-01T00:00:00+01:00"}],
-            [{"id": 1, "at": {"$time": "2026-01-01T00:00:00+01:00"}}],
+            [{"id": 1, "at": "2026-01-01T00:00:00+01:00", "when": MOMENT}],
+            [
+                {
+                    "id": 1,
+                    "at": {"$time": "2025-12-31T23:00:00.000Z"},
+                    "when": {"$time": "2026-03-14T09:30:05.123Z"},
+                }
+            ],
         ),
+        ("datetime", datetime(2026, 3, 14, 9, 30), "2026-03-14T09:30:00.000Z"),  # naive is UTC
+        ("datetime", "2026-03-14T10:30:00+01:00", "2026-03-14T09:30:00.000Z"),
         ("string", None, None),
     ],
 )
@@ -58,6 +71,11 @@ def test_braze_encodes_every_attribute_type(field_type: str, value: object, enco
         ("object", {"blob": "x" * 300}, "255"),
         ("array_of_objects", [{"k": "v" * 200} for _ in range(600)], "100 KB"),
         ("integer", True, "integer"),
+        ("date", "01/04/1990", "not an ISO-8601 date"),
+        ("datetime", "tomorrow", "not an ISO-8601 date and time"),
+        ("datetime", datetime(3001, 1, 1, tzinfo=UTC), "3000"),
+        ("object", {"at": datetime(3001, 1, 1, tzinfo=UTC)}, "3000"),
+        ("array", [{"a": 1}], "strings, numbers or booleans"),
     ],
 )
 def test_braze_refuses_values_it_would_reject(field_type: str, value: object, reason: str) -> None:
@@ -73,9 +91,20 @@ def test_braze_remote_field_names() -> None:
 
 
 def test_braze_event_properties_rename_reserved_and_drop_what_braze_refuses() -> None:
-    clean, dropped = event_properties({"time": "noon", "ok": 1, "$bad": 2, "none": None, "long": "x" * 300})
-    assert clean == {"time_": "noon", "ok": 1}
-    assert len(dropped) == 2
+    clean, dropped = event_properties(
+        {
+            "time": "noon",
+            "ok": 1,
+            "$bad": 2,
+            "none": None,
+            "long": "x" * 300,
+            "items": [{"sku": "A", "at": "2026-01-01T00:00:00Z", "gone": None}],
+            "nested": {"$op": 1},
+        }
+    )
+    # ISO strings stay strings in event properties (Braze reads them as times; $time is for attributes).
+    assert clean == {"time_": "noon", "ok": 1, "items": [{"sku": "A", "at": "2026-01-01T00:00:00Z"}]}
+    assert len(dropped) == 3 and any("long" in reason and "255" in reason for reason in dropped)
 
 
 @pytest.mark.parametrize(
@@ -117,9 +146,12 @@ def test_braze_packs_75_objects_per_request_and_keeps_a_members_events_in_order(
     bodies = [orjson.loads(r.content) for r in requests]
     assert len(bodies[0]["attributes"]) + len(bodies[0]["events"]) == 75
     legacy = braze(braze_cap_mode="per_array").pack(units)
-    assert [r.objects for r in legacy] == [113, 7]  # 75 events per array, attributes ride along
+    assert [r.objects for r in legacy] == [111, 9]  # 75 per array; a member's objects travel together
     first = orjson.loads(legacy[0].content)
-    assert len(first["events"]) == 75 and len(first["attributes"]) == 38
+    assert len(first["events"]) == 74 and len(first["attributes"]) == 37
+    for request in [*requests, *legacy]:
+        members = [p.member_id for p in request.parts]
+        assert all(members.count(m) == 3 for m in members)  # never split across requests
 
 
 def test_braze_maps_partial_errors_back_to_the_exact_item() -> None:

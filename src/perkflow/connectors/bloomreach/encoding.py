@@ -19,7 +19,13 @@ MESSAGE_MAX_BYTES = 800 * 1024
 
 
 def unix_seconds(moment: datetime) -> float:
-    return moment.astimezone(UTC).timestamp()
+    """Unix seconds; a naive datetime is UTC, never the server's local time."""
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.timestamp()
+
+
+def _whole_or_fraction(seconds: float) -> int | float:
+    return int(seconds) if seconds == int(seconds) else seconds
 
 
 def _size_checked(value: Any, where: str) -> Any:
@@ -44,17 +50,25 @@ def encode_property(field_type: str, value: Any, *, where: str = "value") -> Any
             raise FieldError(f"{where}: expected true or false")
         return value
     if field_type == "date":
-        day = value if isinstance(value, date) and not isinstance(value, datetime) else None
-        if day is None:
-            day = value.date() if isinstance(value, datetime) else date.fromisoformat(str(value))
+        if isinstance(value, datetime):
+            day = datetime.fromtimestamp(unix_seconds(value), UTC).date()
+        elif isinstance(value, date):
+            day = value
+        else:
+            try:
+                day = date.fromisoformat(str(value))
+            except ValueError:
+                raise FieldError(f"{where}: {str(value)[:40]!r} is not an ISO-8601 date") from None
         return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
     if field_type == "datetime":
         if isinstance(value, str):
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise FieldError(f"{where}: {value[:40]!r} is not an ISO-8601 date and time") from None
         if not isinstance(value, datetime):
             raise FieldError(f"{where}: expected a datetime")
-        seconds = unix_seconds(value)
-        return int(seconds) if seconds == int(seconds) else seconds
+        return _whole_or_fraction(unix_seconds(value))
     if field_type == "string":
         return _size_checked(str(value), where)
     if field_type in ("array", "array_of_objects"):
@@ -81,8 +95,11 @@ def event_properties(properties: dict[str, Any]) -> tuple[dict[str, Any], list[s
     for key, value in properties.items():
         if value is None:
             continue
+        if isinstance(value, datetime):
+            value = _whole_or_fraction(unix_seconds(value))
         try:
+            check_property_name(key)
             clean[key] = _size_checked(value, key)
         except FieldError as exc:
-            dropped.append(str(exc))
+            dropped.append(f"{key}: {exc}")
     return clean, dropped
