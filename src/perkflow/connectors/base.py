@@ -7,9 +7,10 @@ letters, shadows for delta mode) lives once in `perkflow.sync`, not in each conn
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import httpx
 
@@ -36,7 +37,7 @@ class EventPart:
     item_id: int
     name: str
     occurred_at: datetime
-    properties: dict[str, Any]
+    properties: dict[str, Any]  # already in the platform's encoding (see Connector.event_properties)
     event_id: str
 
 
@@ -131,6 +132,31 @@ class Connector(ABC):
     def check_name(self, remote_field: str) -> None:
         """Refuse, at mapping time, remote field names the platform cannot take (raises FieldError)."""
 
+    @classmethod
+    def check_event_name(cls, name: str) -> None:
+        """Refuse, when events are selected, event names the platform cannot take (raises FieldError)."""
+        if not name or len(name) > 255:
+            raise FieldError("event names are 1-255 characters")
+
+    @classmethod
+    def check_events(cls, events: list[dict[str, Any]]) -> None:
+        """Every selected event's platform name is acceptable, or a 422 naming each bad one."""
+        problems: dict[str, str] = {}
+        for selected in events:
+            name = selected.get("name") or selected["type"]
+            try:
+                cls.check_event_name(name)
+            except FieldError as exc:
+                problems[name] = str(exc)
+        if problems:
+            raise InvalidInput(
+                f"some event names cannot be sent to {cls.kind}", code="invalid_event_name", details=problems
+            )
+
+    def event_properties(self, properties: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Event properties in the platform's encoding, and why any were left out (one line each)."""
+        return properties, []
+
     @abstractmethod
     def pack(self, units: list[MemberUnit]) -> list[PreparedRequest]:
         """Requests carrying the units, within the platform's caps, each member's events in order."""
@@ -142,6 +168,55 @@ class Connector(ABC):
     @abstractmethod
     def check_connection(self, client: httpx.Client) -> None:
         """Prove the credentials work with a real, harmless call; raises ConnectionCheckFailed."""
+
+
+T = TypeVar("T")
+Cost = tuple[int, ...]
+
+
+def _plus(a: Cost, b: Cost) -> Cost:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def pack_members(
+    members: Sequence[Sequence[T]],
+    cost: Callable[[Sequence[T]], Cost],
+    fits: Callable[[Cost], bool],
+) -> list[list[T]]:
+    """Group each member's objects into requests: a member's objects travel in one request whenever they
+    fit in one, placed in the first request with room (first fit, so requests stay full).
+
+    A member with more objects than one request holds is cut into consecutive runs, each opening a new
+    request after the previous run's, so sending the requests in order keeps the member's order.
+    """
+    groups: list[list[T]] = []
+    totals: list[Cost] = []
+    for objects in members:
+        if not objects:
+            continue
+        whole = cost(objects)
+        if fits(whole):
+            for position, total in enumerate(totals):
+                combined = _plus(total, whole)
+                if fits(combined):
+                    groups[position].extend(objects)
+                    totals[position] = combined
+                    break
+            else:
+                groups.append(list(objects))
+                totals.append(whole)
+            continue
+        run: list[T] = []
+        for obj in objects:
+            if run and not fits(cost([*run, obj])):
+                groups.append(run)
+                totals.append(cost(run))
+                run = []
+            run.append(obj)
+        if run:
+            groups.append(run)
+            totals.append(cost(run))
+    return groups
 
 
 def header_float(response: httpx.Response, *names: str) -> float | None:

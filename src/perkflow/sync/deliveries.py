@@ -121,20 +121,55 @@ def dead_letters(
 
 
 def replay(uow: UnitOfWork, *, integration_id: str | None = None, item_ids: list[int] | None = None) -> int:
-    """Put dead letters back in the queue with a fresh attempt count; returns how many."""
+    """Put dead letters back in the queue with a fresh attempt count; returns how many were replayed.
+
+    A member may have only one waiting profile item, and a profile item carries no values (the
+    worker reads the member's current ones), so dead profile items of a member collapse into one,
+    or into the one already waiting.
+    """
     if not integration_id and not item_ids:
         raise InvalidInput("name an integration or the dead letters to replay", code="replay_scope_required")
-    condition = outbox.c.status == "dead"
-    if integration_id:
-        condition = and_(condition, outbox.c.integration_id == integration_id)
-    if item_ids:
-        condition = and_(condition, outbox.c.id.in_(item_ids))
-    result = uow.conn.execute(
+
+    def scope(table: Any) -> Any:
+        condition = table.c.status == "dead"
+        if integration_id:
+            condition = and_(condition, table.c.integration_id == integration_id)
+        if item_ids:
+            condition = and_(condition, table.c.id.in_(item_ids))
+        return condition
+
+    def same_member_profile(other: Any) -> Any:
+        return and_(
+            other.c.integration_id == outbox.c.integration_id,
+            other.c.member_id == outbox.c.member_id,
+            other.c.kind == "profile",
+        )
+
+    conn = uow.conn
+    replayed = int(conn.execute(select(func.count()).select_from(outbox).where(scope(outbox))).scalar_one())
+    profiles = and_(scope(outbox), outbox.c.kind == "profile")
+    waiting = outbox.alias("waiting")
+    conn.execute(
+        outbox.delete().where(
+            profiles,
+            select(waiting.c.id).where(same_member_profile(waiting), waiting.c.status == "pending").exists(),
+        )
+    )
+    earlier = outbox.alias("earlier")
+    conn.execute(
+        outbox.delete().where(
+            profiles,
+            select(earlier.c.id)
+            .where(same_member_profile(earlier), scope(earlier), earlier.c.id < outbox.c.id)
+            .exists(),
+        )
+    )
+    conn.execute(
         update(outbox)
-        .where(condition)
+        .where(scope(outbox))
         .values(status="pending", attempts=0, available_at=uow.now, lease_until=None, claimed_by=None)
     )
-    return int(result.rowcount)
+    return replayed
 
 
 def purge_delivered(ctx: AppContext, *, older_than_s: float = 7 * 86400) -> int:

@@ -29,6 +29,7 @@ from perkflow.connectors.base import (
     EventPart,
     FieldError,
     MemberUnit,
+    Part,
     PreparedRequest,
     UnitError,
     Verdict,
@@ -164,6 +165,21 @@ def claim(
                 stmt = stmt.where(outbox.c.member_id.in_(sorted(members)))
             chosen += uow.conn.execute(stmt.order_by(outbox.c.id).limit(limit)).scalars()
         chosen = list(dict.fromkeys(chosen))
+        if chosen:
+            # A member whose earlier event waits on a backoff must not have later ones sent first.
+            backing_off = set(
+                uow.conn.execute(
+                    select(outbox.c.member_id).where(
+                        outbox.c.integration_id == integration_id,
+                        db.in_list(outbox.c.member_id, "members"),
+                        outbox.c.status == "pending",
+                        outbox.c.kind == "event",
+                        outbox.c.available_at > now,
+                    ),
+                    {"members": db.list_param(chosen)},
+                ).scalars()
+            )
+            chosen = [m for m in chosen if m not in backing_off]
         if not chosen:
             return []
         ids = list(
@@ -246,7 +262,10 @@ def build_units(
                 elif item.kind == "event":
                     payload = item.payload
                     occurred = datetime.fromisoformat(payload["occurred_at"].replace("Z", "+00:00"))
-                    properties = payload["properties"] if connector.kind != "webhook" else payload["activity"]
+                    raw = payload["properties"] if connector.kind != "webhook" else payload["activity"]
+                    properties, dropped = connector.event_properties(raw)
+                    if dropped:
+                        outcome.delivered[item.id] = "; ".join(dropped)  # kept unless the send fails
                     events.append(
                         EventPart(item.id, payload["name"], occurred, properties, payload["event_id"])
                     )
@@ -288,7 +307,12 @@ def build_units(
 
 
 class Sender:
-    """Sends prepared requests for one integration, pacing them and splitting those that are too big."""
+    """Sends prepared requests for one integration, pacing them and splitting those that are too big.
+
+    Requests go out one after another. When an event of a member is to be retried, the member's
+    later objects still waiting in this flush are held back (released untouched to the queue), and
+    claims skip the member until the retry is due, so the platform sees each member's events in order.
+    """
 
     def __init__(
         self,
@@ -299,8 +323,11 @@ class Sender:
         outcome: Outcome,
         shadows: dict[str, dict[str, Any]],
         deadline: float | None = None,
+        *,
+        strict: bool = False,
     ) -> None:
         self.ctx = ctx
+        self.strict = strict
         self.integration = integration
         self.connector = connector
         self.client = client
@@ -309,19 +336,42 @@ class Sender:
         self.deadline = deadline
         self.tokens = 0  # requests this sender may still make without asking the bucket
         self.pending = 1  # requests it expects to make, so it asks for enough tokens at once
+        self.units: dict[str, MemberUnit] = {}
+        self.held: set[str] = set()  # members whose earlier event is being retried
 
     def send_all(self, units: list[MemberUnit]) -> None:
+        self.units = {unit.member_id: unit for unit in units}
         requests = self.connector.pack(units)
         self.pending = len(requests)
         for position, request in enumerate(requests):
             if self.outcome.paused is not None:
-                self._release(request)
+                self._release(request.parts)
                 continue
             if self.deadline is not None and time.monotonic() > self.deadline:
                 for rest in requests[position:]:
-                    self._release(rest)
+                    self._release(rest.parts)
                 return
-            self._send(request, units)
+            self._send(request)
+
+    def _units_for(self, parts: list[Part]) -> list[MemberUnit]:
+        """The members' units cut down to these parts (so re-packing never resends other parts)."""
+        with_attributes = {p.member_id for p in parts if p.kind == "attributes"}
+        events = {i for p in parts if p.kind == "event" for i in p.item_ids}
+        found = []
+        for member_id in dict.fromkeys(p.member_id for p in parts):
+            unit = self.units[member_id]
+            keep = member_id in with_attributes
+            found.append(
+                MemberUnit(
+                    member_id,
+                    unit.identity,
+                    unit.attributes if keep else {},
+                    unit.attribute_item_ids if keep else [],
+                    [e for e in unit.events if e.item_id in events],
+                    unit.profile,
+                )
+            )
+        return found
 
     def _pace(self) -> bool:
         while True:
@@ -339,14 +389,28 @@ class Sender:
                 return False
             time.sleep(min(wait, 5.0))
 
-    def _send(self, request: PreparedRequest, units: list[MemberUnit]) -> None:
+    def _send(self, request: PreparedRequest) -> None:
+        held = [p for p in request.parts if p.member_id in self.held]
+        if held:
+            self._release(held)
+            rest = [p for p in request.parts if p.member_id not in self.held]
+            for smaller in self.connector.pack(self._units_for(rest)) if rest else []:
+                self._send(smaller)
+            return
         if not self._pace():
-            self._release(request)
+            self._release(request.parts)
             return
         started = time.monotonic()
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if self.strict and self.deadline is not None:
+            left = self.deadline - started
+            if left <= 0.01:
+                self._release(request.parts)
+                return
+            timeout = httpx.Timeout(left)
         try:
             response = self.client.request(
-                request.method, request.url, headers=request.headers, content=request.content
+                request.method, request.url, headers=request.headers, content=request.content, timeout=timeout
             )
         except httpx.HTTPError as exc:
             verdict = transport_failure(f"{type(exc).__name__} talking to {self.integration.kind}")
@@ -361,28 +425,31 @@ class Sender:
             self.ctx, self.integration, verdict.kind, time.monotonic() - started, request.objects
         )
         self.outcome.requests += 1
-        self._apply(request, verdict, units)
+        self._apply(request, verdict)
 
-    def _apply(self, request: PreparedRequest, verdict: Verdict, units: list[MemberUnit]) -> None:
+    def _apply(self, request: PreparedRequest, verdict: Verdict) -> None:
         outcome = self.outcome
         if verdict.kind == "split" and len(request.parts) > 1:
-            members = {p.member_id for p in request.parts}
-            subset = [u for u in units if u.member_id in members]
             original = self.connector.max_objects
             self.connector.max_objects = max(1, len(request.parts) // 2)
             try:
-                for smaller in self.connector.pack(subset):
-                    self._send(smaller, units)
+                smaller = self.connector.pack(self._units_for(request.parts))
             finally:
                 self.connector.max_objects = original
+            for part_request in smaller:
+                self._send(part_request)
             return
+        if verdict.kind == "split":
+            verdict = Verdict("permanent", f"too large for the platform even alone: {verdict.reason}")
         if verdict.kind == "pause":
             outcome.paused = verdict.reason
-            self._release(request)
+            self._release(request.parts)
             return
-        if verdict.kind in ("retry", "split"):
+        if verdict.kind == "retry":
             retry_after = verdict.rate.retry_after_s
             for part in request.parts:
+                if part.kind == "event":
+                    self.held.add(part.member_id)
                 for item_id in part.item_ids:
                     outcome.retry[item_id] = (verdict.reason, retry_after)
                     outcome.delivered.pop(item_id, None)
@@ -409,8 +476,8 @@ class Sender:
                 )
                 acknowledged.update(part.attributes)
 
-    def _release(self, request: PreparedRequest) -> None:
-        for part in request.parts:
+    def _release(self, parts: list[Part]) -> None:
+        for part in parts:
             for item_id in part.item_ids:
                 self.outcome.release.add(item_id)
                 self.outcome.delivered.pop(item_id, None)
@@ -596,14 +663,18 @@ def deliver(
     worker_id: str,
     *,
     deadline: float | None = None,
+    strict: bool = False,
 ) -> Outcome:
+    """Send claimed items and record the results. No request starts after `deadline`; with `strict`,
+    none may still be running after it either (each request's timeout is the time left)."""
     outcome = Outcome()
     if not items:
         return outcome
     connector = integration.connector(vault(ctx))
     try:
         units, shadows = build_units(ctx, integration, connector, items, outcome)
-        Sender(ctx, integration, connector, client, outcome, shadows, deadline).send_all(units)
+        sender = Sender(ctx, integration, connector, client, outcome, shadows, deadline, strict=strict)
+        sender.send_all(units)
     finally:
         record(ctx, integration, items, outcome, worker_id)
     return outcome
@@ -618,8 +689,15 @@ class DeliveryWorker:
     def __init__(self, ctx: AppContext, *, worker_id: str | None = None, timeout_s: float = 15.0) -> None:
         self.ctx = ctx
         self.worker_id = worker_id or default_worker_id()
+        self.timeout_s = timeout_s
         self.client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=8))
         self._stop = threading.Event()
+
+    def send_budget_s(self) -> float:
+        """How long after claiming a worker may still start requests: the last one must end before the
+        lease does, or another worker could claim and send the same items again."""
+        lease = self.ctx.settings.delivery_lease_s
+        return max(lease / 2, lease - self.timeout_s - 1.0)
 
     def close(self) -> None:
         self.client.close()
@@ -637,7 +715,8 @@ class DeliveryWorker:
                 continue
             items = claim(self.ctx, integration.id, self.worker_id)
             if items:
-                deliver(self.ctx, integration, items, self.client, self.worker_id)
+                deadline = time.monotonic() + self.send_budget_s()
+                deliver(self.ctx, integration, items, self.client, self.worker_id, deadline=deadline)
                 handled += len(items)
         return handled
 
@@ -663,22 +742,28 @@ class DeliveryWorker:
         self._stop.set()
 
 
-def deliver_members_now(ctx: AppContext, pushes: dict[str, set[str]], timeout_s: float = 3.0) -> None:
+def deliver_members_now(ctx: AppContext, pushes: dict[str, set[str]]) -> None:
     """Push these members' items right away (Bloomreach with asynchronous sync off), within a bound.
 
-    Whatever does not go through in time, or fails, stays in the queue for the worker.
+    The whole push, connecting and waiting included, takes at most the integration's
+    `sync_push_timeout_s`; whatever does not go through in time, or fails, stays in the queue for
+    the worker.
     """
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     worker_id = default_worker_id() + ":now"
     try:
         with ctx.uow(write=False) as uow:
             by_id = {i.id: i for i in load_integrations(uow)}
-        with httpx.Client(timeout=max(0.5, timeout_s)) as client:
-            for integration_id, members in pushes.items():
-                integration = by_id.get(integration_id)
-                if integration is None or integration.status != "connected":
-                    continue
+        for integration_id, members in pushes.items():
+            integration = by_id.get(integration_id)
+            if integration is None or integration.status != "connected":
+                continue
+            budget = float(integration.settings["sync_push_timeout_s"])
+            remaining = budget - (time.monotonic() - started)
+            if remaining <= 0:
+                continue
+            with httpx.Client(timeout=remaining) as client:
                 items = claim(ctx, integration_id, worker_id, members=members)
-                deliver(ctx, integration, items, client, worker_id, deadline=deadline)
+                deliver(ctx, integration, items, client, worker_id, deadline=started + budget, strict=True)
     except Exception:
         log.exception("immediate delivery failed; the items stay queued")

@@ -19,6 +19,7 @@ from perkflow.connectors.base import (
     UnitError,
     Verdict,
     header_float,
+    pack_members,
     status_verdict,
 )
 from perkflow.connectors.bloomreach.encoding import (
@@ -29,6 +30,7 @@ from perkflow.connectors.bloomreach.encoding import (
     unix_seconds,
 )
 
+ENVELOPE_BYTES = len(b'{"commands":[]}')
 AUTH_ERRORS = ("invalid project id", "could not authenticate", "access key", "invalid secret")
 
 
@@ -97,57 +99,54 @@ class BloomreachConnector(Connector):
 
     # -- requests ---------------------------------------------------------------------------------
 
+    def event_properties(self, properties: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        return event_properties(properties)
+
+    def _commands(self, unit: MemberUnit, now: float) -> list[tuple[bytes, Part]]:
+        """The member's customer update, then its events in order, each encoded once with its command_id.
+
+        command_id is the outbox item id (unique within any request), so results can be matched to
+        items whatever order Bloomreach answers in.
+        """
+        ids = unit.identity["customer_ids"]
+        found: list[tuple[bytes, Part]] = []
+        if unit.attributes:
+            part = Part(unit.member_id, "attributes", unit.attribute_item_ids, dict(unit.attributes))
+            part.command_id = f"a{unit.attribute_item_ids[0]}" if unit.attribute_item_ids else "a"
+            data = {"customer_ids": ids, "properties": unit.attributes, "update_timestamp": now}
+            found.append((self._encoded("customers", data, part.command_id), part))
+        for event in unit.events:
+            part = Part(unit.member_id, "event", [event.item_id])
+            part.command_id = f"e{event.item_id}"
+            data = {
+                "customer_ids": ids,
+                "event_type": event.name,
+                "timestamp": unix_seconds(event.occurred_at),
+                "properties": event.properties,
+            }
+            found.append((self._encoded("customers/events", data, part.command_id), part))
+        return found
+
+    @staticmethod
+    def _encoded(name: str, data: dict[str, Any], command_id: str) -> bytes:
+        return orjson.dumps({"name": name, "data": data, "command_id": command_id})
+
     def pack(self, units: list[MemberUnit]) -> list[PreparedRequest]:
-        requests: list[PreparedRequest] = []
-        commands: list[dict[str, Any]] = []
-        parts: list[Part] = []
-        size = 20
-
-        def close() -> None:
-            nonlocal commands, parts, size
-            if parts:
-                body = orjson.dumps({"commands": commands})
-                requests.append(PreparedRequest("POST", f"{self._track}/batch", self._headers(), body, parts))
-            commands, parts, size = [], [], 20
-
-        def add(command: dict[str, Any], part: Part) -> None:
-            nonlocal size
-            encoded = len(orjson.dumps(command)) + 1
-            if len(commands) >= self.max_objects or size + encoded >= MESSAGE_MAX_BYTES:
-                close()
-            part.index = len(commands)
-            part.command_id = str(len(commands))
-            command["command_id"] = part.command_id
-            commands.append(command)
-            parts.append(part)
-            size += encoded
-
         now = time.time()
-        for unit in units:
-            ids = unit.identity["customer_ids"]
-            if unit.attributes:
-                add(
-                    {
-                        "name": "customers",
-                        "data": {"customer_ids": ids, "properties": unit.attributes, "update_timestamp": now},
-                    },
-                    Part(unit.member_id, "attributes", unit.attribute_item_ids, dict(unit.attributes)),
-                )
-            for event in unit.events:
-                properties, _dropped = event_properties(event.properties)
-                add(
-                    {
-                        "name": "customers/events",
-                        "data": {
-                            "customer_ids": ids,
-                            "event_type": event.name,
-                            "timestamp": unix_seconds(event.occurred_at),
-                            "properties": properties,
-                        },
-                    },
-                    Part(unit.member_id, "event", [event.item_id]),
-                )
-        close()
+
+        def cost(commands: Any) -> tuple[int, int]:
+            return len(commands), sum(len(encoded) + 1 for encoded, _ in commands)
+
+        def fits(total: tuple[int, ...]) -> bool:
+            return total[0] <= self.max_objects and total[1] + ENVELOPE_BYTES < MESSAGE_MAX_BYTES
+
+        requests: list[PreparedRequest] = []
+        for group in pack_members([self._commands(unit, now) for unit in units], cost, fits):
+            for position, (_, part) in enumerate(group):
+                part.index = position
+            body = b'{"commands":[' + b",".join(encoded for encoded, _ in group) + b"]}"
+            parts = [part for _, part in group]
+            requests.append(PreparedRequest("POST", f"{self._track}/batch", self._headers(), body, parts))
         return requests
 
     def classify(self, request: PreparedRequest, response: httpx.Response) -> Verdict:
@@ -207,10 +206,15 @@ class BloomreachConnector(Connector):
             )
         if status == 401:
             raise ConnectionCheckFailed(f"Bloomreach refused the API key ID: {text}", code="invalid_api_key")
+        if status == 403 and "secret" in text.lower():
+            raise ConnectionCheckFailed(
+                f"Bloomreach refused the API secret of this key ID: {text}", code="invalid_api_secret"
+            )
         if status == 403:
             raise ConnectionCheckFailed(
-                f"Bloomreach refused the API secret or the key's permissions: {text}",
-                code="invalid_api_secret",
+                "Bloomreach denied the API key access to this project (403): give its API group the Get "
+                f"and Set permissions for customer properties and events: {text}",
+                code="missing_permission",
             )
         if status != 200 or not isinstance(payload, dict) or payload.get("success") is not True:
             raise ConnectionCheckFailed(

@@ -17,10 +17,12 @@ from perkflow.connectors.base import (
     RateInfo,
     Verdict,
     header_float,
+    pack_members,
     status_verdict,
 )
 from perkflow.connectors.braze.encoding import (
     braze_time,
+    check_key,
     check_remote_field,
     encode_attribute,
     event_properties,
@@ -71,6 +73,10 @@ class BrazeConnector(Connector):
     def check_name(self, remote_field: str) -> None:
         check_remote_field(remote_field)
 
+    @classmethod
+    def check_event_name(cls, name: str) -> None:
+        check_key(name, what="custom event")
+
     # -- requests ---------------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
@@ -81,57 +87,52 @@ class BrazeConnector(Connector):
             return attributes <= self.max_objects and events <= self.max_objects
         return attributes + events <= self.max_objects
 
+    def event_properties(self, properties: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        return event_properties(properties)
+
+    def _objects(self, unit: MemberUnit) -> list[tuple[str, dict[str, Any], Part]]:
+        """The member's attributes object, then its events in order: (input array, object, part)."""
+        found: list[tuple[str, dict[str, Any], Part]] = []
+        if unit.attributes:
+            part = Part(
+                unit.member_id, "attributes", unit.attribute_item_ids, dict(unit.attributes), "attributes"
+            )
+            found.append(("attributes", {**unit.identity, **unit.attributes}, part))
+        for event in unit.events:
+            body_event: dict[str, Any] = {
+                **unit.identity,
+                "name": event.name,
+                "time": braze_time(event.occurred_at),
+                "properties": event.properties,
+            }
+            if self.app_id:
+                body_event["app_id"] = self.app_id
+            found.append(("events", body_event, Part(unit.member_id, "event", [event.item_id], {}, "events")))
+        return found
+
+    @staticmethod
+    def _cost(objects: Any) -> tuple[int, int]:
+        attributes = sum(1 for array, _, _ in objects if array == "attributes")
+        return attributes, len(objects) - attributes
+
     def pack(self, units: list[MemberUnit]) -> list[PreparedRequest]:
+        groups = pack_members(
+            [self._objects(unit) for unit in units], self._cost, lambda cost: self._fits(*cost)
+        )
         requests: list[PreparedRequest] = []
-        attributes: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        parts: list[Part] = []
-
-        def close() -> None:
-            nonlocal attributes, events, parts
-            if parts:
-                body: dict[str, Any] = {}
-                if attributes:
-                    body["attributes"] = attributes
-                if events:
-                    body["events"] = events
-                requests.append(
-                    PreparedRequest(
-                        "POST", self.base_url + TRACK_PATH, self._headers(), orjson.dumps(body), parts
-                    )
+        for group in groups:
+            arrays: dict[str, list[dict[str, Any]]] = {"attributes": [], "events": []}
+            parts: list[Part] = []
+            for array, obj, part in group:
+                part.index = len(arrays[array])
+                arrays[array].append(obj)
+                parts.append(part)
+            body = {name: objects for name, objects in arrays.items() if objects}
+            requests.append(
+                PreparedRequest(
+                    "POST", self.base_url + TRACK_PATH, self._headers(), orjson.dumps(body), parts
                 )
-            attributes, events, parts = [], [], []
-
-        for unit in units:
-            if unit.attributes:
-                if not self._fits(len(attributes) + 1, len(events)):
-                    close()
-                parts.append(
-                    Part(
-                        unit.member_id,
-                        "attributes",
-                        unit.attribute_item_ids,
-                        dict(unit.attributes),
-                        "attributes",
-                        len(attributes),
-                    )
-                )
-                attributes.append({**unit.identity, **unit.attributes})
-            for event in unit.events:
-                if not self._fits(len(attributes), len(events) + 1):
-                    close()
-                properties, _dropped = event_properties(event.properties)
-                body_event: dict[str, Any] = {
-                    **unit.identity,
-                    "name": event.name,
-                    "time": braze_time(event.occurred_at),
-                    "properties": properties,
-                }
-                if self.app_id:
-                    body_event["app_id"] = self.app_id
-                parts.append(Part(unit.member_id, "event", [event.item_id], {}, "events", len(events)))
-                events.append(body_event)
-        close()
+            )
         return requests
 
     def classify(self, request: PreparedRequest, response: httpx.Response) -> Verdict:
