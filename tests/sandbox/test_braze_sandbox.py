@@ -612,8 +612,9 @@ def test_queued_429_and_503_apply_nothing(braze: Braze) -> None:
     throttled = braze.track(attrs({"external_id": "u1", "n": 1}))
     assert throttled.status_code == 429
     assert throttled.json() == {"message": "Rate Limit Exceeded"}
-    assert throttled.headers["Retry-After"] == "2"
+    assert "Retry-After" not in throttled.headers  # not documented for /users/track
     assert throttled.headers["X-RateLimit-Remaining"] == "0"
+    assert int(throttled.headers["X-RateLimit-Reset"]) - time.time() == pytest.approx(2, abs=1.5)
     unavailable = braze.track(attrs({"external_id": "u1", "n": 2}))
     assert unavailable.status_code == 503
     assert unavailable.json() == {"message": "Service Unavailable"}
@@ -622,6 +623,19 @@ def test_queued_429_and_503_apply_nothing(braze: Braze) -> None:
     assert braze.track(attrs({"external_id": "u1", "n": 3})).status_code == 201
     stats = braze.sandbox.stats()
     assert (stats["injected_faults"], stats["server_errors"], stats["accepted_requests"]) == (2, 1, 1)
+
+
+def test_an_injected_429_carries_the_headers_asked_for() -> None:
+    config = BrazeSandboxConfig(mau_mode=True)
+    with braze_server(config) as braze:
+        braze.sandbox.set_faults(queue=[429, "429:retry-after"], retry_after_s=7)
+        mau = braze.track(attrs({"external_id": "u1"}))
+        assert mau.status_code == 429 and mau.headers["X-Ratelimit-Retry-After"] == "7"
+        assert "Retry-After" not in mau.headers and "X-RateLimit-Reset" not in mau.headers
+        plain = braze.track(attrs({"external_id": "u1"}))
+        assert plain.status_code == 429 and plain.headers["Retry-After"] == "7"
+        assert "X-Ratelimit-Retry-After" not in plain.headers and "X-RateLimit-Reset" not in plain.headers
+        assert braze.sandbox.user("u1") is None
 
 
 def test_drop_is_a_transport_error_and_applies_nothing(braze: Braze) -> None:

@@ -44,7 +44,10 @@ def test_connect_reports_each_credential_problem(api: TestClient, bloomreach: An
         "api_key_id": "key-id",
         "api_secret": "key-secret",
     }
+    bloomreach.config.api_keys["no-access"] = "its-secret"
+    bloomreach.config.keys_without_access = {"no-access"}
     cases = [
+        ({"api_key_id": "no-access", "api_secret": "its-secret"}, "missing_permission"),
         ({"project_token": "nope"}, "invalid_project_token"),
         ({"api_key_id": "unknown"}, "invalid_api_key"),
         ({"api_secret": "wrong"}, "invalid_api_secret"),
@@ -81,7 +84,8 @@ def test_properties_and_events_reach_the_customer_under_the_lower_cased_email(
         "/api/v1/events",
         json=event("ana", "opt_in", email="Ana@Example.com", birth_date="1990-04-01", newsletter=False),
     )
-    api.post("/api/v1/events", json=event("ana", "checkout", transaction_id="T1", total=5000))
+    checkout = api.post("/api/v1/events", json=event("ana", "checkout", transaction_id="T1", total=5000))
+    assert bloomreach.customers() == []  # asynchronous synchronisation (the default): only the queue
     worker.drain()
     customer = bloomreach.customer("ana@example.com")
     assert customer is not None
@@ -93,6 +97,10 @@ def test_properties_and_events_reach_the_customer_under_the_lower_cased_email(
     assert types.count("loyalty_opt_in") == 1 and types.count("tier_up") == 2  # Bronze, then Gold
     opt_in = next(e for e in customer["events"] if e["event_type"] == "loyalty_opt_in")
     assert opt_in["timestamp"] == 1773478800 and opt_in["properties"]["points"] == 5
+    ids = [e["properties"]["perkflow_event_id"] for e in customer["events"]]
+    assert len(set(ids)) == 3 and all(i.startswith("act_") for i in ids)  # stable, for deduplication
+    gold = [e for e in customer["events"] if e["event_type"] == "tier_up"][-1]
+    assert gold["properties"]["to_tier"] == "Gold" and checkout.status_code == 201
 
 
 def test_a_member_without_the_hard_id_is_dead_lettered_with_the_reason(
@@ -169,3 +177,46 @@ def test_rate_limited_batches_are_resent(
     clock.advance(timedelta(seconds=2))
     worker.drain()
     assert bloomreach.customer("ana@example.com")["properties"]["loyalty_points"] == 5
+
+
+def test_batches_hold_at_most_50_commands(api: TestClient, bloomreach: Any, worker: DeliveryWorker) -> None:
+    integration = connect(api, bloomreach, events=[{"type": "opt_in"}])
+    map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
+    bulk = {"events": [event(f"m{i:02d}", "opt_in", email=f"m{i:02d}@example.com") for i in range(60)]}
+    assert api.post("/api/v1/events/bulk", json=bulk).json()["accepted"] == 60
+    worker.drain()
+    batches = [r for r in bloomreach.requests(20) if r["path"].endswith("/batch") and r["commands"]]
+    # 60 customer updates and 60 events, plus the system/time command that checked the credentials
+    assert sum(r["commands"] for r in batches) == 121
+    assert max(r["commands"] for r in batches) == 50 and all(r["status"] == 200 for r in batches)
+    assert len(bloomreach.customers()) == 60 and len(bloomreach.events("opt_in")) == 60
+
+
+def test_a_synchronous_push_gives_up_within_its_bound_and_leaves_the_change_queued(
+    api: TestClient, bloomreach: Any, worker: DeliveryWorker, clock: ManualClock
+) -> None:
+    integration = connect(api, bloomreach, async_sync=False, settings={"sync_push_timeout_s": 0.3})
+    map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
+    bloomreach.set_faults(queue=["slow:2000"])
+    response = api.post("/api/v1/events", json=event("ana", "opt_in", email="ana@example.com"))
+    assert response.status_code == 201
+    queued = api.get("/api/v1/deliveries").json()["data"][0]
+    assert (queued["failed"], queued["delivered"]) == (1, 0)
+    assert "Timeout" in queued["recent_errors"][0]["error"]  # cut off at 0.3 s, not after 2 s
+    clock.advance(timedelta(seconds=5))
+    worker.drain()
+    assert bloomreach.customer("ana@example.com")["properties"]["loyalty_points"] == 5
+
+
+def test_settings_toggle_asynchronous_synchronisation(
+    api: TestClient, bloomreach: Any, worker: DeliveryWorker
+) -> None:
+    integration = connect(api, bloomreach)
+    map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
+    api.post("/api/v1/events", json=event("ana", "opt_in", email="ana@example.com"))
+    assert bloomreach.customer("ana@example.com") is None
+    worker.drain()
+    changed = api.patch(f"/api/v1/integrations/{integration['id']}/settings", json={"async_sync": False})
+    assert changed.status_code == 200 and changed.json()["settings"]["async_sync"] is False
+    api.post("/api/v1/events", json=event("ana", "point_add", points=7))
+    assert bloomreach.customer("ana@example.com")["properties"]["loyalty_points"] == 12

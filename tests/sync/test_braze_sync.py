@@ -4,6 +4,7 @@ events, batching caps, partial errors, rate limits, retries, pauses, dead letter
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -116,25 +117,60 @@ def test_every_attribute_type_reaches_the_profile(
             visits=12,
             last_visit="2026-03-01T10:00:00Z",
             tags=["vip", "eu"],
-            address={"city": "Lyon", "since": "2020-01-01T00:00:00Z"},
-            orders=[{"id": 1, "total": 4250}],
+            address={"city": "Lyon", "since": "2020-01-01", "code": "2020-13-45"},
+            orders=[{"id": 1, "total": 4250, "at": "2026-02-01T10:00:00+01:00"}],
         ),
     )
     worker.drain()
     user = braze.user("ana")
     assert user is not None
+    assert braze.stats()["item_errors"] == 0
     attrs = user["attributes"]
+    # Dates inside objects went as {"$time": ...}: Braze stored them as times, not as the strings sent;
+    # the invalid date stayed a string (as a $time it would have made Braze drop every nested update).
+    assert attrs["address"] == {"city": "Lyon", "since": "2020-01-01T00:00:00.000Z", "code": "2020-13-45"}
+    assert attrs["orders"] == [{"id": 1, "total": 4250, "at": "2026-02-01T09:00:00.000Z"}]
+    types = braze.attribute_types()
+    assert {k: types[k] for k in ("score", "visits", "newsletter", "loyalty_tier")} == {
+        "score": "float",
+        "visits": "integer",
+        "newsletter": "boolean",
+        "loyalty_tier": "string",
+    }
+    assert types["last_visit"] == "time" and types["loyalty_joined_at"] == "time"
     assert (
         attrs["loyalty_tier"] == "Bronze" and attrs["loyalty_points"] == 5 and attrs["loyalty_member"] is True
     )
     assert attrs["score"] == 4.0 and isinstance(attrs["score"], float) and attrs["visits"] == 12
-    assert attrs["tags"] == ["vip", "eu"] and attrs["address"]["city"] == "Lyon"
-    assert attrs["orders"] == [{"id": 1, "total": 4250}]
+    assert attrs["tags"] == ["vip", "eu"]
     assert attrs["loyalty_joined_at"].startswith("2026-03-14T09:00:00")
     assert attrs["last_visit"].startswith("2026-03-01T10:00:00")
     assert attrs["loyalty_birth_date"].startswith("1990-04-01")
     assert user["standard"]["email"] == "ana@example.com" and user["standard"]["first_name"] == "Ana"
     assert "loyalty_pending_points" in attrs
+
+
+def test_values_over_braze_limits_are_left_out_with_a_per_field_error(
+    api: TestClient, braze: Any, worker: DeliveryWorker, ctx: AppContext
+) -> None:
+    for key, kind in (("motto", "string"), ("tags", "array")):
+        assert api.post("/api/v1/fields", json={"key": key, "type": kind}).status_code == 201
+    integration = connect(api, braze)
+    map_fields(api, integration["id"], [("tier", "loyalty_tier"), ("motto", "motto"), ("tags", "tags")])
+    api.post(
+        "/api/v1/events",
+        json=event("ana", "opt_in", motto="m" * 300, tags=[f"t{i}" for i in range(30)]),
+    )
+    worker.drain()
+    assert braze.user("ana")["attributes"] == {"loyalty_tier": "Bronze"}  # the rest went through
+    stats = braze.stats()
+    assert stats["item_errors"] == 0 and stats["rejected_requests"] == 1  # only the connection check
+    [item] = outbox_rows(ctx)
+    assert item.status == "delivered"
+    assert "motto: " in item.last_error and "255" in item.last_error
+    assert "tags: " in item.last_error and "25 array items" in item.last_error
+    recent = api.get("/api/v1/deliveries").json()["data"][0]["recent_errors"]
+    assert recent[0]["status"] == "delivered" and "motto" in recent[0]["error"]
 
 
 def test_delta_mode_sends_only_what_changed_and_full_mode_sends_everything(
@@ -237,33 +273,84 @@ def test_a_partial_failure_dead_letters_only_the_refused_item(
     assert dead[0]["error"]
 
 
+def test_item_errors_are_mapped_to_the_exact_object_of_each_array(
+    api: TestClient, braze: Any, worker: DeliveryWorker, ctx: AppContext
+) -> None:
+    braze.config.external_id_max_bytes = 4  # "bella" is too long for this Braze, "ana" and "cid" are not
+    integration = connect(api, braze, events=[{"type": "opt_in"}])
+    map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
+    bulk = {"events": [event(m, "opt_in") for m in ("ana", "bella", "cid")]}
+    assert api.post("/api/v1/events/bulk", json=bulk).json()["accepted"] == 3
+    worker.drain()
+    [request] = [r for r in braze.recent_requests(10) if r["status"] == 201]
+    assert (request["attribute_objects"], request["event_objects"], request["item_errors"]) == (3, 3, 2)
+    assert braze.user("ana")["attributes"]["loyalty_points"] == 5 and braze.user("cid") is not None
+    assert len(braze.events("cid")) == 1
+    dead = api.get("/api/v1/deliveries/dead").json()["data"]
+    assert sorted((d["member_id"], d["kind"]) for d in dead) == [("bella", "event"), ("bella", "profile")]
+    assert all("fewer than 5 bytes" in d["error"] for d in dead)
+    assert Counter(r.status for r in outbox_rows(ctx)) == {"delivered": 4, "dead": 2}
+
+
+def outbox_rows(ctx: AppContext) -> list[Any]:
+    from sqlalchemy import select
+
+    from perkflow.sync.tables import outbox
+
+    with ctx.uow(write=False) as uow:
+        return list(uow.conn.execute(select(outbox).order_by(outbox.c.id)))
+
+
+def blocked_for_s(ctx: AppContext, integration_id: str) -> float:
+    from sqlalchemy import select
+
+    from perkflow.sync.tables import rate_buckets
+
+    with ctx.uow(write=False) as uow:
+        until = uow.conn.execute(
+            select(rate_buckets.c.blocked_until_epoch).where(rate_buckets.c.integration_id == integration_id)
+        ).scalar_one()
+    return float(until) - time.time()
+
+
 @pytest.mark.parametrize(
-    "headers",
+    ("header", "mau_mode", "fault"),
     [
-        {"mau_mode": False, "queue": [429]},  # Retry-After plus the X-RateLimit-* trio
-        {"mau_mode": True, "queue": [429]},  # X-Ratelimit-Retry-After only
+        ("X-Ratelimit-Retry-After", True, 429),  # MAU plans: seconds to wait
+        ("Retry-After", False, "429:retry-after"),  # not documented by Braze, honoured anyway
+        ("X-RateLimit-Reset", False, 429),  # the trio, with Remaining 0 until the window resets
     ],
 )
-def test_429s_are_retried_after_the_time_braze_asks_for(
-    api: TestClient, braze: Any, worker: DeliveryWorker, headers: dict[str, Any], clock: ManualClock
+def test_each_rate_limit_header_holds_delivery_for_the_time_it_names(
+    api: TestClient,
+    braze: Any,
+    worker: DeliveryWorker,
+    ctx: AppContext,
+    clock: ManualClock,
+    header: str,
+    mau_mode: bool,
+    fault: Any,
 ) -> None:
-    braze.config.mau_mode = headers["mau_mode"]
+    braze.config.mau_mode = mau_mode
     integration = connect(api, braze, settings={"backoff_base_s": 0.0, "backoff_max_s": 0.0})
     map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
-    braze.set_faults(queue=headers["queue"], retry_after_s=1)
+    braze.set_faults(queue=[fault], retry_after_s=3)
     api.post("/api/v1/events", json=event("ana", "opt_in"))
-    started = time.time()
     worker.run_once(force=True)
     assert braze.user("ana") is None
+    # A 429 naming no time holds the destination for 1 s; the header asked for 3 (Reset: 2-3 s).
+    assert blocked_for_s(ctx, integration["id"]) > 1.5, f"{header} was ignored"
+    [item] = outbox_rows(ctx)
+    assert (item.status, item.attempts) == ("pending", 1) and "429" in item.last_error
+    if header != "X-RateLimit-Reset":
+        assert item.available_at >= clock.now() + timedelta(seconds=3)  # the retry itself waits too
     retried = api.get("/api/v1/deliveries").json()["data"][0]
     assert retried["failed"] == 1 and "429" in retried["recent_errors"][0]["error"]
-    clock.advance(timedelta(seconds=1))  # the item's retry is due after Retry-After
-    deadline = time.time() + 10
-    while braze.user("ana") is None and time.time() < deadline:
-        worker.run_once(force=True)
-        time.sleep(0.05)
+    clock.advance(timedelta(seconds=3))
+    requests_before = braze.stats()["requests"]
+    worker.drain(timeout_s=20)
     assert braze.user("ana")["attributes"]["loyalty_points"] == 5
-    assert time.time() - started >= 1.0  # the retry waited for the Retry-After window
+    assert braze.stats()["requests"] == requests_before + 1  # it waited instead of asking again early
 
 
 def test_the_remaining_header_paces_requests_until_the_window_resets(
@@ -294,6 +381,24 @@ def test_server_errors_are_retried_and_dropped_connections_too(
         clock.advance(timedelta(seconds=1))
     assert braze.user("ana")["attributes"]["loyalty_points"] == 5
     assert api.get("/api/v1/deliveries").json()["data"][0]["delivered"] >= 1
+
+
+def test_a_timeout_is_retried(api: TestClient, braze: Any, ctx: AppContext, clock: ManualClock) -> None:
+    integration = connect(api, braze, settings={"backoff_base_s": 1.0, "backoff_max_s": 1.0})
+    map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
+    braze.set_faults(queue=["slow:1500"])
+    api.post("/api/v1/events", json=event("ana", "opt_in"))
+    impatient = DeliveryWorker(ctx, timeout_s=0.3)
+    try:
+        impatient.run_once(force=True)
+        [item] = outbox_rows(ctx)
+        assert (item.status, item.attempts) == ("pending", 1) and "Timeout" in item.last_error
+        clock.advance(timedelta(seconds=2))
+        impatient.drain()
+    finally:
+        impatient.close()
+    assert braze.user("ana")["attributes"]["loyalty_points"] == 5
+    assert [r.status for r in outbox_rows(ctx)] == ["delivered"]
 
 
 def test_a_permanent_4xx_goes_to_the_dead_letters_and_replay_delivers_it(

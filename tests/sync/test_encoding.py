@@ -176,7 +176,14 @@ def test_braze_maps_partial_errors_back_to_the_exact_item() -> None:
     ("status", "body", "kind"),
     [
         (429, {"message": "rate"}, "retry"),
+        (408, {"message": "Request Timeout"}, "retry"),
+        (500, {}, "retry"),
+        (502, {}, "retry"),
         (503, {}, "retry"),
+        (504, {}, "retry"),
+        (404, {}, "pause"),
+        (415, {"message": "Unsupported Media Type"}, "permanent"),
+        (409, {}, "permanent"),
         (400, {"message": "Max Input Length Exceeded"}, "split"),
         (413, {}, "split"),
         (401, {"message": "Invalid API Key"}, "pause"),
@@ -221,6 +228,14 @@ def test_bloomreach_hard_id_is_the_lower_cased_email_and_is_required() -> None:
     }
     with pytest.raises(UnitError, match="hard ID"):
         bloomreach().identify("m1", {"email": None})
+    by_member_id = BloomreachConnector(
+        {"base_url": "https://api.exponea.com", "project_token": "t", "hard_id": "customer_id"},
+        {"api_key_id": "id", "api_secret": "s"},
+        {},
+    )
+    by_member_id.hard_id_field = "member_id"
+    # Hard IDs are case-sensitive: only emails are lower-cased, anything else goes as it is.
+    assert by_member_id.identify("Ana-01", {}) == {"customer_ids": {"customer_id": "Ana-01"}}
 
 
 def test_bloomreach_batches_50_commands_and_matches_results_by_command_id() -> None:

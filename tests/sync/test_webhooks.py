@@ -67,8 +67,12 @@ def test_selected_activities_arrive_signed_with_a_stable_id(
     assert all(verify_signature(SECRET, r.body, r.headers["x-perkflow-signature"]) for r in deliveries)
     bodies = [b for b in receiver.bodies() if b["event_type"] != "ping"]
     assert len(bodies) == 4  # three events, one of them sent twice
-    first_attempt, retry = bodies[0], bodies[-1]
+    first_attempt, retry = bodies[0], bodies[1]
     assert first_attempt == retry  # the same envelope, the same id: receivers can deduplicate
+    # The member's later events waited behind the retried one: they arrive in the order they happened.
+    assert [b["event_type"] for b in bodies] == ["tier_up", "tier_up", "checkout", "tier_up"]
+    sequence = [int(b["id"].removeprefix("act_")) for b in bodies[1:]]
+    assert sequence == sorted(sequence)
     assert sorted({(b["event_name"], b["event_type"]) for b in bodies}) == [
         ("purchases", "checkout"),
         ("tiers", "tier_up"),

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from perkflow.sandbox.bloomreach.auth import AuthFailure
@@ -151,7 +152,8 @@ def create_app(sandbox: BloomreachSandbox) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSON:
-        if not isinstance(exc, DroppedConnection):
+        # A client that gave up (its timeout) or a deliberate drop is not a fault of the sandbox.
+        if not isinstance(exc, DroppedConnection | ClientDisconnect):
             log.exception("unhandled error in the Bloomreach sandbox", exc_info=exc)
         return _failure(500, "Internal server error")
 

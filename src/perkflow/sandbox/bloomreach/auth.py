@@ -21,6 +21,8 @@ NOT_FOUND = AuthFailure(401, "Access key not found")
 INVALID_SECRET = AuthFailure(403, "invalid secret")
 MALFORMED = AuthFailure(400, "Could not authenticate")
 PUBLIC_NOT_ALLOWED = AuthFailure(403, "This method is not available with a public API token")
+# Contract §6: a 403 also means a missing permission; clients look for "no permission" in the body.
+NO_PERMISSION = AuthFailure(403, "You have no permission to access this project")
 
 
 def check_auth(
@@ -47,7 +49,7 @@ def check_auth(
             return NOT_FOUND
         if not hmac.compare_digest(expected.encode(), secret.encode()):
             return INVALID_SECRET
-        return None
+        return NO_PERMISSION if key_id in config.keys_without_access else None
     token = credentials if scheme.lower() == "token" and credentials else access_token
     if token:
         if token not in config.public_tokens:

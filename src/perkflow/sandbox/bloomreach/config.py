@@ -48,6 +48,8 @@ class BloomreachSandboxConfig:
     project_token: str = "test-project"  # noqa: S105 - an identifier in the URL, not a secret
     # Private API group keys (HTTP Basic key id -> secret).
     api_keys: dict[str, str] = field(default_factory=_default_api_keys)
+    # Key ids of API groups that have no tracking permission in this project: refused with a 403.
+    keys_without_access: set[str] = field(default_factory=set)
     # Public API group tokens, sent as `Authorization: Token <t>` or `?access_token=<t>`.
     public_tokens: set[str] = field(default_factory=set)
     id_types: dict[str, str] = field(default_factory=_default_id_types)

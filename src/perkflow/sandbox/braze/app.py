@@ -148,22 +148,25 @@ def create_app(sandbox: BrazeSandbox) -> FastAPI:
         return JSONBody(body, status_code=status, headers=rate_headers(window, status))
 
     def injected_answer(fault: Fault) -> JSONBody:
+        """An injected status; an injected 429 carries the rate headers the plan documents (contract §6):
+        MAU plans X-Ratelimit-Retry-After, others the X-RateLimit-* trio with nothing remaining."""
         assert fault.status is not None
         window = sandbox.rate_window()
         if fault.status != 429:
             return answer(fault.status, fault_body(fault.status), window)
         retry_after = sandbox.retry_after_s
-        headers = {"Retry-After": str(retry_after)}
-        if config.mau_mode:
-            headers["X-Ratelimit-Retry-After"] = str(retry_after)
-        elif window is not None:
+        if fault.plain_retry_after:
+            headers = {"Retry-After": str(retry_after)}
+        elif config.mau_mode:
+            headers = {"X-Ratelimit-Retry-After": str(retry_after)}
+        else:
             reset = (
                 retry_after
                 if config.reset_header_mode == "seconds"
                 else int(sandbox.now_epoch()) + retry_after
             )
-            headers |= {
-                "X-RateLimit-Limit": str(window.limit),
+            headers = {
+                "X-RateLimit-Limit": str(window.limit if window is not None else config.rate_limit or 0),
                 "X-RateLimit-Remaining": "0",
                 "X-RateLimit-Reset": str(reset),
             }

@@ -14,6 +14,9 @@ DROP = "drop"
 # Apply the request, then drop the connection: the client cannot tell whether Braze got it.
 DROP_AFTER_APPLY = "drop_after_apply"
 SLOW_PREFIX = "slow:"
+# A 429 whose only rate header is a plain Retry-After: undocumented for /users/track, but seen in front
+# of Braze (proxies, gateways), so clients should honour it (contract §6).
+PLAIN_RETRY_AFTER_429 = "429:retry-after"
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Fault:
     """What to do to one request. `status` set: answer it without applying data (2xx ones excepted).
 
     `drop`: close the connection without a complete response. `delay_ms`: wait first, then go on.
+    `plain_retry_after`: a 429 that carries only `Retry-After` instead of Braze's own rate headers.
     """
 
     label: str
@@ -28,6 +32,7 @@ class Fault:
     drop: bool = False
     drop_after_apply: bool = False
     delay_ms: int = 0
+    plain_retry_after: bool = False
 
     @property
     def short_circuits(self) -> bool:
@@ -39,7 +44,9 @@ NO_FAULT = Fault(label="none")
 
 
 def parse_fault(entry: Any) -> Fault:
-    """One queue entry: an HTTP status, "drop", "drop_after_apply" or "slow:<ms>"."""
+    """One queue entry: an HTTP status, "429:retry-after", "drop", "drop_after_apply" or "slow:<ms>"."""
+    if entry == PLAIN_RETRY_AFTER_429:
+        return Fault(label=entry, status=429, plain_retry_after=True)
     if isinstance(entry, str) and entry.isdigit():
         entry = int(entry)
     if isinstance(entry, int) and not isinstance(entry, bool):
@@ -54,7 +61,10 @@ def parse_fault(entry: Any) -> Fault:
         milliseconds = entry.removeprefix(SLOW_PREFIX)
         if milliseconds.isdigit():
             return Fault(label=entry, delay_ms=int(milliseconds))
-    raise ValueError(f"unknown fault {entry!r}: use a status code, 'drop', 'drop_after_apply' or 'slow:<ms>'")
+    raise ValueError(
+        f"unknown fault {entry!r}: use a status code, '{PLAIN_RETRY_AFTER_429}', 'drop', 'drop_after_apply' "
+        "or 'slow:<ms>'"
+    )
 
 
 def fault_body(status: int) -> dict[str, Any]:
