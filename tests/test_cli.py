@@ -29,6 +29,8 @@ def test_demo_once_replays_the_day_and_exits_zero(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All 17 steps did what was expected" in done.stdout
     assert "FAIL" not in done.stdout
+    assert "What Braze received" in done.stdout and "What Bloomreach received" in done.stdout
+    assert "loyalty_tier=Silver" in done.stdout and "ana@example.com" in done.stdout
     again = perkflow("demo", "--once", database_url=url)
     assert again.returncode == 1 and "already holds the demo" in again.stdout
     reset = perkflow("demo", "--once", "--reset", database_url=url)

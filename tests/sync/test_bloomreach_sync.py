@@ -195,14 +195,14 @@ def test_batches_hold_at_most_50_commands(api: TestClient, bloomreach: Any, work
 def test_a_synchronous_push_gives_up_within_its_bound_and_leaves_the_change_queued(
     api: TestClient, bloomreach: Any, worker: DeliveryWorker, clock: ManualClock
 ) -> None:
-    integration = connect(api, bloomreach, async_sync=False, settings={"sync_push_timeout_s": 0.3})
+    integration = connect(api, bloomreach, async_sync=False, settings={"sync_push_timeout_s": 1.0})
     map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
-    bloomreach.set_faults(queue=["slow:2000"])
+    bloomreach.set_faults(queue=["slow:4000"])
     response = api.post("/api/v1/events", json=event("ana", "opt_in", email="ana@example.com"))
     assert response.status_code == 201
     queued = api.get("/api/v1/deliveries").json()["data"][0]
     assert (queued["failed"], queued["delivered"]) == (1, 0)
-    assert "Timeout" in queued["recent_errors"][0]["error"]  # cut off at 0.3 s, not after 2 s
+    assert "Timeout" in queued["recent_errors"][0]["error"]  # cut off at 1 s, not after 4 s
     clock.advance(timedelta(seconds=5))
     worker.drain()
     assert bloomreach.customer("ana@example.com")["properties"]["loyalty_points"] == 5

@@ -197,3 +197,36 @@ def test_credentials_are_never_returned_nor_logged(
         assert secret not in caplog.text  # ...without a credential in any log line
         for response in responses:
             assert secret not in response.text
+
+
+def test_a_worker_with_another_instance_key_pauses_the_integration_and_loses_nothing(
+    api: TestClient, braze: Any, settings: Any, tmp_path: Any
+) -> None:
+    from perkflow.bootstrap import build_context
+
+    integration = braze_integration(api, braze)
+    api.put(
+        f"/api/v1/integrations/{integration['id']}/fields",
+        json={"fields": [{"loyalty_field": "points_balance", "remote_field": "loyalty_points"}]},
+    )
+    api.post("/api/v1/events", json=event("ana", "opt_in"))
+    other = build_context(settings.model_copy(update={"secret_key_file": tmp_path / "another.key"}))
+    stranger = DeliveryWorker(other)
+    try:
+        assert stranger.run_once(force=True) == 0
+    finally:
+        stranger.close()
+        other.close()
+    status = api.get(f"/api/v1/integrations/{integration['id']}").json()
+    assert status["status"] == "paused" and "instance key" in status["last_error"]
+    assert status["deliveries"]["queued"] == 1 and braze.user("ana") is None
+    resumed = api.put(
+        f"/api/v1/integrations/{integration['id']}/credentials", json={"secrets": {"api_key": "braze-key"}}
+    )
+    assert resumed.json()["status"] == "connected"
+    worker = DeliveryWorker(api.app.state.ctx)
+    try:
+        worker.drain()
+    finally:
+        worker.close()
+    assert braze.user("ana")["attributes"]["loyalty_points"] == 5

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import timedelta
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -64,7 +67,10 @@ def test_selected_activities_arrive_signed_with_a_stable_id(
     clock.advance(timedelta(minutes=1))
     worker.drain()
     deliveries = [r for r in receiver.received if b'"ping"' not in r.body]
-    assert all(verify_signature(SECRET, r.body, r.headers["x-perkflow-signature"]) for r in deliveries)
+    for delivery in deliveries:  # what a receiver computes: HMAC-SHA256 of the raw body, hex
+        expected = hmac.new(SECRET.encode(), delivery.body, hashlib.sha256).hexdigest()
+        assert delivery.headers["x-perkflow-signature"] == f"sha256={expected}"
+        assert delivery.headers["x-perkflow-event-id"] == orjson.loads(delivery.body)["id"]
     bodies = [b for b in receiver.bodies() if b["event_type"] != "ping"]
     assert len(bodies) == 4  # three events, one of them sent twice
     first_attempt, retry = bodies[0], bodies[1]

@@ -178,44 +178,63 @@ def _plus(a: Cost, b: Cost) -> Cost:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
+OPEN_REQUESTS = 8  # how many part-full requests first fit tries before it opens a new one
+
+
 def pack_members(
     members: Sequence[Sequence[T]],
     cost: Callable[[Sequence[T]], Cost],
     fits: Callable[[Cost], bool],
+    smallest: Sequence[Cost],
 ) -> list[list[T]]:
     """Group each member's objects into requests: a member's objects travel in one request whenever they
-    fit in one, placed in the first request with room (first fit, so requests stay full).
+    fit in one, placed in the first of the last few part-full requests with room (first fit, so
+    requests stay full; a request that cannot take even one of the `smallest` objects is closed).
 
     A member with more objects than one request holds is cut into consecutive runs, each opening a new
     request after the previous run's, so sending the requests in order keeps the member's order.
     """
     groups: list[list[T]] = []
     totals: list[Cost] = []
+    open_groups: list[int] = []
+
+    def has_room(total: Cost) -> bool:
+        return any(fits(_plus(total, one)) for one in smallest)
+
+    def start(objects: list[T], total: Cost) -> None:
+        groups.append(objects)
+        totals.append(total)
+        if has_room(total):
+            open_groups.append(len(groups) - 1)
+            if len(open_groups) > OPEN_REQUESTS:
+                open_groups.pop(0)
+
     for objects in members:
         if not objects:
             continue
         whole = cost(objects)
-        if fits(whole):
-            for position, total in enumerate(totals):
-                combined = _plus(total, whole)
-                if fits(combined):
-                    groups[position].extend(objects)
-                    totals[position] = combined
-                    break
-            else:
-                groups.append(list(objects))
-                totals.append(whole)
-            continue
-        run: list[T] = []
-        for obj in objects:
-            if run and not fits(cost([*run, obj])):
+        if not fits(whole):
+            run: list[T] = []
+            for obj in objects:
+                if run and not fits(cost([*run, obj])):
+                    groups.append(run)
+                    totals.append(cost(run))
+                    run = []
+                run.append(obj)
+            if run:
                 groups.append(run)
                 totals.append(cost(run))
-                run = []
-            run.append(obj)
-        if run:
-            groups.append(run)
-            totals.append(cost(run))
+            continue
+        for slot, position in enumerate(open_groups):
+            combined = _plus(totals[position], whole)
+            if fits(combined):
+                groups[position].extend(objects)
+                totals[position] = combined
+                if not has_room(combined):
+                    open_groups.pop(slot)
+                break
+        else:
+            start(list(objects), whole)
     return groups
 
 

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -36,7 +37,9 @@ from perkflow.connectors.base import (
     transport_failure,
 )
 from perkflow.connectors.braze.encoding import infer_type
+from perkflow.core import transactions
 from perkflow.core.context import AppContext
+from perkflow.core.security import SecretsUnreadable
 from perkflow.ledger.accounts import AccountRepository
 from perkflow.members.repository import MemberRepository
 from perkflow.members.service import FieldCatalog
@@ -710,7 +713,18 @@ class DeliveryWorker:
         """One pass over the destinations; returns how many items it settled."""
         handled = 0
         for integration in self.active():
-            connector_batch = integration.connector(vault(self.ctx)).max_objects
+            try:
+                connector_batch = integration.connector(vault(self.ctx)).max_objects
+            except SecretsUnreadable as exc:
+                # Another instance key than the one the credentials were sealed with: nothing can be
+                # sent until the integration is reconnected, so say so instead of failing every pass.
+                reason = exc.message
+                transactions.run(
+                    self.ctx,
+                    partial(set_status, integration_id=integration.id, status="paused", error=reason),
+                )
+                log.warning("delivery to %s %s paused: %s", integration.kind, integration.id, reason)
+                continue
             if not force and not ready(self.ctx, integration, connector_batch):
                 continue
             items = claim(self.ctx, integration.id, self.worker_id)

@@ -31,6 +31,7 @@ from perkflow.connectors.bloomreach.encoding import (
 )
 
 ENVELOPE_BYTES = len(b'{"commands":[]}')
+SMALL_COMMAND_BYTES = 200  # about the smallest customer update or event command
 AUTH_ERRORS = ("invalid project id", "could not authenticate", "access key", "invalid secret")
 
 
@@ -141,7 +142,8 @@ class BloomreachConnector(Connector):
             return total[0] <= self.max_objects and total[1] + ENVELOPE_BYTES < MESSAGE_MAX_BYTES
 
         requests: list[PreparedRequest] = []
-        for group in pack_members([self._commands(unit, now) for unit in units], cost, fits):
+        smallest = [(1, SMALL_COMMAND_BYTES)]
+        for group in pack_members([self._commands(unit, now) for unit in units], cost, fits, smallest):
             for position, (_, part) in enumerate(group):
                 part.index = position
             body = b'{"commands":[' + b",".join(encoded for encoded, _ in group) + b"]}"

@@ -117,7 +117,10 @@ class BrazeConnector(Connector):
 
     def pack(self, units: list[MemberUnit]) -> list[PreparedRequest]:
         groups = pack_members(
-            [self._objects(unit) for unit in units], self._cost, lambda cost: self._fits(*cost)
+            [self._objects(unit) for unit in units],
+            self._cost,
+            lambda cost: self._fits(*cost),
+            smallest=[(1, 0), (0, 1)],
         )
         requests: list[PreparedRequest] = []
         for group in groups:
