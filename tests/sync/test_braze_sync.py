@@ -369,6 +369,22 @@ def test_the_remaining_header_paces_requests_until_the_window_resets(
     assert braze.stats()["rate_limited"] <= 1  # X-RateLimit-Remaining: 0 holds requests until Reset
 
 
+def test_a_burst_of_429s_is_ridden_out(
+    api: TestClient, braze: Any, worker: DeliveryWorker, ctx: AppContext, clock: ManualClock
+) -> None:
+    integration = connect(api, braze, settings={"backoff_base_s": 0.0, "backoff_max_s": 0.0})
+    map_fields(api, integration["id"], [("points_balance", "loyalty_points")])
+    braze.set_faults(queue=["429:retry-after"] * 5, retry_after_s=0)
+    api.post("/api/v1/events", json=event("ana", "opt_in"))
+    for _ in range(6):
+        worker.run_once(force=True)
+        clock.advance(timedelta(seconds=1))
+    assert braze.user("ana")["attributes"]["loyalty_points"] == 5
+    [item] = outbox_rows(ctx)
+    assert (item.status, item.attempts) == ("delivered", 5)
+    assert Counter(r["status"] for r in braze.recent_requests(10))[429] == 5
+
+
 def test_server_errors_are_retried_and_dropped_connections_too(
     api: TestClient, braze: Any, worker: DeliveryWorker, clock: ManualClock
 ) -> None:

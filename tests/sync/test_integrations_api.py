@@ -230,3 +230,42 @@ def test_a_worker_with_another_instance_key_pauses_the_integration_and_loses_not
     finally:
         worker.close()
     assert braze.user("ana")["attributes"]["loyalty_points"] == 5
+
+
+def test_event_selection_is_listed_and_replaced(api: TestClient, braze: Any, worker: DeliveryWorker) -> None:
+    integration = braze_integration(api, braze, events=[{"type": "opt_in"}])
+    url = f"/api/v1/integrations/{integration['id']}/events"
+    assert api.get(url).json()["data"] == [{"type": "opt_in"}]
+    api.post("/api/v1/events", json=event("ana", "opt_in"))
+    replaced = api.put(url, json={"events": [{"type": "point_add", "name": "loyalty_goodwill"}]})
+    assert replaced.status_code == 200 and replaced.json()["data"] == [
+        {"type": "point_add", "name": "loyalty_goodwill"}
+    ]
+    api.post("/api/v1/events", json=event("ana", "point_add", points=2))
+    api.post("/api/v1/events", json=event("ben", "opt_in"))  # no longer selected
+    worker.drain()
+    assert [e["name"] for e in braze.events()] == ["opt_in", "loyalty_goodwill"]
+    assert_error(api.put(url, json={"events": [{"type": "nope"}]}), 422, "unknown_event_type")
+    assert_error(api.put(url, json={"events": [{"type": "opt_in", "name": "$x"}]}), 422, "invalid_event_name")
+    assert api.get(url).json()["data"] == [{"type": "point_add", "name": "loyalty_goodwill"}]
+
+
+def test_a_disconnected_platform_gets_nothing_new_until_it_is_reconnected(
+    api: TestClient, braze: Any, worker: DeliveryWorker
+) -> None:
+    integration = braze_integration(api, braze, events=[{"type": "point_add"}])
+    url = f"/api/v1/integrations/{integration['id']}"
+    api.post("/api/v1/events", json=event("ana", "opt_in"))
+    api.post("/api/v1/events", json=event("ana", "point_add", points=1))  # queued before the disconnect
+    disconnected = api.delete(url)
+    assert disconnected.status_code == 200 and disconnected.json()["status"] == "disconnected"
+    api.post("/api/v1/events", json=event("ana", "point_add", points=2))  # not queued at all
+    worker.drain()
+    assert braze.events() == []
+    status = api.get(url).json()
+    assert status["status"] == "disconnected" and status["deliveries"]["queued"] == 1
+    assert_error(api.delete("/api/v1/integrations/nope"), 404, "integration_not_found")
+    reconnected = api.put(url + "/credentials", json={"secrets": {"api_key": "braze-key"}})
+    assert reconnected.json()["status"] == "connected"
+    worker.drain()
+    assert [e["properties"]["points"] for e in braze.events()] == [1]

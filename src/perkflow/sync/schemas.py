@@ -57,7 +57,7 @@ class SyncSettings(BaseModel):
 def checked_settings(values: dict[str, Any]) -> dict[str, Any]:
     """Settings validated and completed with defaults, or a 422 naming each bad setting."""
     try:
-        return SyncSettings.model_validate(values).model_dump(exclude_none=False)
+        checked = SyncSettings.model_validate(values)
     except ValidationError as exc:
         problems = {".".join(str(p) for p in e["loc"]) or "settings": e["msg"] for e in exc.errors()}
         unknown = [k for k, e in zip(problems, exc.errors(), strict=True) if e["type"] == "extra_forbidden"]
@@ -66,6 +66,9 @@ def checked_settings(values: dict[str, Any]) -> dict[str, Any]:
             details["allowed"] = sorted(SyncSettings.model_fields)
         code = "unknown_setting" if unknown and len(unknown) == len(problems) else "invalid_setting"
         raise InvalidInput("some settings are invalid", code=code, details=details) from None
+    settings = checked.model_dump()
+    settings["events"] = [e.model_dump(exclude_none=True) for e in checked.events]
+    return settings
 
 
 class BrazeSecrets(BaseModel):
