@@ -238,3 +238,24 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
         assert middle * 0.5 <= min(samples) and max(samples) <= middle * 1.5
         assert len(set(samples)) > 100  # jittered, so retries of many items do not stampede
     assert max(backoff_s(30, 1.0, 60.0) for _ in range(100)) <= 90.0
+
+
+def test_a_renewed_lease_keeps_items_and_an_expired_one_loses_them_to_another_worker(
+    api: TestClient, braze: Any, ctx: AppContext, clock: ManualClock
+) -> None:
+    from perkflow.sync.worker import Lease
+
+    integration = connect(api, braze)
+    map_points(api, integration["id"])
+    api.post("/api/v1/events/bulk", json={"events": [event("a", "opt_in"), event("b", "opt_in")]})
+    mine = claim(ctx, integration["id"], "w1")
+    assert len(mine) == 2
+    # A step as long as the lease forces a renewal at every check.
+    lease = Lease(ctx, "w1", [i.id for i in mine], step_s=ctx.settings.delivery_lease_s)
+    clock.advance(timedelta(seconds=50))
+    assert lease.keep([mine[0].id]) == {mine[0].id}  # renewed for both items
+    clock.advance(timedelta(seconds=20))  # past the first lease, inside the renewed one
+    assert claim(ctx, integration["id"], "w2") == []
+    clock.advance(timedelta(seconds=61))  # w1 stalled past the renewed lease: w2 takes over
+    assert {i.id for i in claim(ctx, integration["id"], "w2")} == {i.id for i in mine}
+    assert lease.keep([i.id for i in mine]) == set()  # so w1 must not send them

@@ -198,6 +198,20 @@ def save_events(integration_id: str, body: Events, ctx: Ctx) -> JSON:
 
 @router.patch("/integrations/{integration_id}/settings", dependencies=ADMIN)
 def update_settings(integration_id: str, body: dict[str, Any], ctx: Ctx) -> JSON:
+    """Change some settings; the others keep their values. A bad value is a 422 naming it.
+
+    - `mode`: `delta` (default: only values that differ from what the platform acknowledged) or `full`
+    - `events`: `[{type, name?}]`, the activity types sent as platform events
+    - `flush_age_ms` (500): send a part-full batch once its oldest item is this old
+    - `max_attempts` (8), `backoff_base_s` (1), `backoff_max_s` (300): retries, then dead letters
+    - `rate_limit_per_s`: requests per second (default Braze 1000, Bloomreach 100, webhooks 50)
+    - `braze_cap_mode` (`total`: 75 objects per request, or `per_array`: 75 per array, legacy
+      contracts), `braze_max_objects` (75), `braze_array_max` (25)
+    - `bloomreach_max_commands` (50)
+    - `async_sync` (true): Bloomreach; false pushes each change within the request that caused it,
+      for at most `sync_push_timeout_s` (3), and leaves it to the queue if that fails
+    - the Bloomreach `hard_id` and `hard_id_field` are fixed once connected (409)
+    """
     return JSON(write(ctx, lambda uow: integrations.update_settings(uow, integration_id, body)).to_public())
 
 

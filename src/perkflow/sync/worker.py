@@ -193,16 +193,24 @@ def claim(
                 {"members": db.list_param(chosen)},
             ).scalars()
         )
+        # Due is checked again as rows are updated: an item whose holder just renewed its lease (the
+        # holder does not take the integration lock to renew) stays with that holder.
         uow.conn.execute(
             update(outbox)
-            .where(db.in_list(outbox.c.id, "ids"))
+            .where(db.in_list(outbox.c.id, "ids"), _due(integration_id, now))
             .values(status="in_flight", claimed_by=worker_id, lease_until=now + lease),
             {"ids": db.list_param(ids)},
         )
         uow.commit()
     with ctx.uow(write=False) as uow:
         rows = uow.conn.execute(
-            select(outbox).where(uow.db.in_list(outbox.c.id, "ids")).order_by(outbox.c.id),
+            select(outbox)
+            .where(
+                uow.db.in_list(outbox.c.id, "ids"),
+                outbox.c.claimed_by == worker_id,
+                outbox.c.status == "in_flight",
+            )
+            .order_by(outbox.c.id),
             {"ids": uow.db.list_param(ids)},
         ).all()
     return [Item(r.id, r.member_id, r.kind, r.payload or {}, r.attempts, r.created_at) for r in rows]
@@ -309,6 +317,46 @@ def build_units(
 # -- sending ---------------------------------------------------------------------------------------------
 
 
+class Lease:
+    """Keeps this worker's claim on its items alive while it works through them.
+
+    Before each request (and before recording), if the lease could run out before that step ends
+    (within the request timeout), it is renewed for the items still held. Items another worker
+    claimed after an expiry are reported lost, so they are not sent a second time from here.
+    """
+
+    def __init__(self, ctx: AppContext, worker_id: str, item_ids: list[int], *, step_s: float) -> None:
+        self.ctx = ctx
+        self.worker_id = worker_id
+        self.length_s = ctx.settings.delivery_lease_s
+        self.step_s = step_s  # the longest a step may take (the request timeout)
+        self.held = set(item_ids)
+        # Counted from now, a little after the claim set it: the margin keeps this estimate early.
+        self.until = time.monotonic() + self.length_s - 1.0
+
+    def keep(self, item_ids: list[int]) -> set[int]:
+        """Which of these items this worker still holds, renewing the lease if it is running short."""
+        wanted = self.held.intersection(item_ids)
+        if time.monotonic() + self.step_s + 1.0 < self.until:
+            return wanted
+        self.until = time.monotonic() + self.length_s
+        with self.ctx.uow() as uow:
+            db = uow.db
+            mine = and_(
+                db.in_list(outbox.c.id, "ids"),
+                outbox.c.claimed_by == self.worker_id,
+                outbox.c.status == "in_flight",
+            )
+            params = {"ids": db.list_param(sorted(self.held))}
+            uow.conn.execute(
+                update(outbox).where(mine).values(lease_until=uow.now + timedelta(seconds=self.length_s)),
+                params,
+            )
+            self.held = set(uow.conn.execute(select(outbox.c.id).where(mine), params).scalars())
+            uow.commit()
+        return self.held.intersection(item_ids)
+
+
 class Sender:
     """Sends prepared requests for one integration, pacing them and splitting those that are too big.
 
@@ -328,9 +376,11 @@ class Sender:
         deadline: float | None = None,
         *,
         strict: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         self.ctx = ctx
         self.strict = strict
+        self.lease = lease
         self.integration = integration
         self.connector = connector
         self.client = client
@@ -403,6 +453,19 @@ class Sender:
         if not self._pace():
             self._release(request.parts)
             return
+        if self.lease is not None:
+            kept = self.lease.keep([i for p in request.parts for i in p.item_ids])
+            lost = [p for p in request.parts if not kept.issuperset(p.item_ids)]
+            if lost:
+                # Another worker claimed these after our lease ran out: they are its to send now.
+                for part in lost:
+                    for item_id in part.item_ids:
+                        self.outcome.delivered.pop(item_id, None)
+                rest = [p for p in request.parts if kept.issuperset(p.item_ids)]
+                self.tokens += 1  # the token taken for this request was not used
+                for smaller in self.connector.pack(self._units_for(rest)) if rest else []:
+                    self._send(smaller)
+                return
         started = time.monotonic()
         timeout: Any = httpx.USE_CLIENT_DEFAULT
         if self.strict and self.deadline is not None:
@@ -674,10 +737,15 @@ def deliver(
     if not items:
         return outcome
     connector = integration.connector(vault(ctx))
+    step_s = client.timeout.read or 15.0
+    lease = Lease(ctx, worker_id, [item.id for item in items], step_s=step_s)
     try:
         units, shadows = build_units(ctx, integration, connector, items, outcome)
-        sender = Sender(ctx, integration, connector, client, outcome, shadows, deadline, strict=strict)
+        sender = Sender(
+            ctx, integration, connector, client, outcome, shadows, deadline, strict=strict, lease=lease
+        )
         sender.send_all(units)
+        lease.keep([item.id for item in items])  # recording must not come after someone else's claim
     finally:
         record(ctx, integration, items, outcome, worker_id)
     return outcome
@@ -695,12 +763,6 @@ class DeliveryWorker:
         self.timeout_s = timeout_s
         self.client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=8))
         self._stop = threading.Event()
-
-    def send_budget_s(self) -> float:
-        """How long after claiming a worker may still start requests: the last one must end before the
-        lease does, or another worker could claim and send the same items again."""
-        lease = self.ctx.settings.delivery_lease_s
-        return max(lease / 2, lease - self.timeout_s - 1.0)
 
     def close(self) -> None:
         self.client.close()
@@ -729,8 +791,7 @@ class DeliveryWorker:
                 continue
             items = claim(self.ctx, integration.id, self.worker_id)
             if items:
-                deadline = time.monotonic() + self.send_budget_s()
-                deliver(self.ctx, integration, items, self.client, self.worker_id, deadline=deadline)
+                deliver(self.ctx, integration, items, self.client, self.worker_id)
                 handled += len(items)
         return handled
 
