@@ -269,3 +269,23 @@ def test_a_disconnected_platform_gets_nothing_new_until_it_is_reconnected(
     assert reconnected.json()["status"] == "connected"
     worker.drain()
     assert [e["properties"]["points"] for e in braze.events()] == [1]
+
+
+def test_integrations_and_deliveries_need_the_admin_scope(api: TestClient, ctx: AppContext) -> None:
+    from tests.conftest import key_with
+
+    headers = {"Authorization": f"Bearer {key_with(ctx, 'events:write', 'members:read')}"}
+    for method, path in (
+        ("GET", "/api/v1/integrations"),
+        ("GET", "/api/v1/integrations/fields"),
+        ("POST", "/api/v1/integrations/braze"),
+        ("PATCH", "/api/v1/integrations/int_x/settings"),
+        ("GET", "/api/v1/deliveries"),
+        ("GET", "/api/v1/deliveries/dead"),
+        ("POST", "/api/v1/deliveries/replay"),
+    ):
+        response = api.request(method, path, headers=headers, json={})
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json()["code"] in ("forbidden", "missing_scope", "insufficient_scope")
+    anonymous = api.get("/api/v1/integrations", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
