@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from perkflow.activity.stream import Activity, ActivityLog
@@ -41,6 +43,8 @@ from perkflow.promotions.domain import (
 )
 from perkflow.promotions.tables import (
     campaigns,
+    code_generation_jobs,
+    distributions,
     promotion_rewards,
     publications,
     redemption_rollbacks,
@@ -123,6 +127,7 @@ class Campaign:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    deleted_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Campaign:
@@ -161,6 +166,7 @@ class Campaign:
             metadata=row.metadata or {},
             created_at=row.created_at,
             updated_at=row.updated_at,
+            deleted_at=row.deleted_at,
         )
 
     @property
@@ -219,6 +225,7 @@ class Campaign:
             "metadata": self.metadata,
             "created_at": isoformat_z(self.created_at),
             "updated_at": isoformat_z(self.updated_at),
+            "deleted_at": isoformat_z(self.deleted_at) if self.deleted_at else None,
         }
 
 
@@ -254,19 +261,30 @@ def campaign_cache(ctx: AppContext) -> CampaignCache:
     return found
 
 
-def get_campaign(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Campaign:
-    """A campaign by id or by name."""
-    stmt = select(campaigns).where(or_(campaigns.c.id == ref, campaigns.c.name == ref)).limit(1)
+def get_campaign(uow: UnitOfWork, ref: str, *, lock: bool = False, include_deleted: bool = False) -> Campaign:
+    """A live campaign by id or by name; `include_deleted` also finds a deleted one by its id (history)."""
+    stmt = (
+        select(campaigns)
+        .where(or_(campaigns.c.id == ref, campaigns.c.name == ref), campaigns.c.deleted_at.is_(None))
+        .limit(1)
+    )
     if lock:
         stmt = uow.db.for_update(stmt)
     row = uow.conn.execute(stmt).first()
+    if row is None and include_deleted:
+        row = uow.conn.execute(select(campaigns).where(campaigns.c.id == ref)).first()
     if row is None:
         raise not_found("campaign", ref)
     return Campaign.from_row(row)
 
 
 def list_campaigns(uow: UnitOfWork, *, limit: int = 100, after: str = "") -> list[Campaign]:
-    stmt = select(campaigns).where(campaigns.c.id > after).order_by(campaigns.c.id).limit(limit)
+    stmt = (
+        select(campaigns)
+        .where(campaigns.c.id > after, campaigns.c.deleted_at.is_(None))
+        .order_by(campaigns.c.id)
+        .limit(limit)
+    )
     return [Campaign.from_row(row) for row in uow.conn.execute(stmt)]
 
 
@@ -426,6 +444,8 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
         made = add_codes(uow, campaign, count)
         uow.conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(generated_count=made))
         campaign.generated_count = made
+    elif background:
+        _queue_generation(uow, campaign_id, count)
     uow.after_commit(campaign_cache(uow.ctx).invalidate)
     return campaign
 
@@ -465,11 +485,94 @@ def update_campaign(uow: UnitOfWork, ref: str, changes: dict[str, Any]) -> Campa
 
 
 def delete_campaign(uow: UnitOfWork, ref: str) -> Campaign:
+    """Delete a campaign the way Voucherify's bin does, without losing anything.
+
+    The campaign and its codes are kept with a deleted_at: they leave lists and lookups, cannot be
+    published, validated or redeemed, and their name can be used again, but redemptions still show
+    them and can still be rolled back (a gift card's balance is kept). Each holder of a code gets a
+    `voucher_deleted` activity. Refused while another live campaign hands out this campaign's codes.
+    """
+    from perkflow.promotions.distribution import distribution_cache
+
     campaign = get_campaign(uow, ref, lock=True)
-    uow.conn.execute(delete(vouchers).where(vouchers.c.campaign_pk == campaign.pk))
-    uow.conn.execute(delete(campaigns).where(campaigns.c.id == campaign.id))
+    _refuse_if_rewarded_elsewhere(uow, campaign)
+    running = unfinished_generation(uow, campaign.id)
+    if running is not None:
+        # Its generator stops at its next chunk: the job is no longer RUNNING.
+        _end_generation(uow, running, GENERATION_FAILED, "the campaign was deleted", owner=None)
+    held = [
+        Voucher.from_row(row)
+        for row in uow.conn.execute(
+            select(*VOUCHER_COLUMNS)
+            .where(
+                vouchers.c.campaign_pk == campaign.pk,
+                vouchers.c.holder_id.is_not(None),
+                vouchers.c.deleted_at.is_(None),
+            )
+            .order_by(vouchers.c.id)
+        )
+    ]
+    members = uow.component(MemberRepository).load_many({v.holder_id for v in held if v.holder_id}, lock=True)
+    log = uow.component(ActivityLog)
+    for voucher in held:
+        member = members.get(voucher.holder_id or "")
+        if member is None:
+            continue
+        log.record(
+            type="voucher_deleted",
+            member_id=member.id,
+            program_id=None,
+            chain=member,
+            data={"reason": "campaign_deleted", **_code_data(uow, campaign, voucher)},
+        )
+    uow.conn.execute(
+        update(vouchers)
+        .where(vouchers.c.campaign_pk == campaign.pk, vouchers.c.deleted_at.is_(None))
+        .values(deleted_at=uow.now)
+    )
+    uow.conn.execute(
+        update(campaigns).where(campaigns.c.id == campaign.id).values(deleted_at=uow.now, updated_at=uow.now)
+    )
+    stopped = uow.conn.execute(
+        update(distributions)
+        .where(distributions.c.campaign_id == campaign.id, distributions.c.active.is_(True))
+        .values(active=False, updated_at=uow.now)
+    )
+    if stopped.rowcount:
+        uow.after_commit(distribution_cache(uow.ctx).invalidate)
     uow.after_commit(campaign_cache(uow.ctx).invalidate)
+    campaign.deleted_at = uow.now
     return campaign
+
+
+def _refuse_if_rewarded_elsewhere(uow: UnitOfWork, campaign: Campaign) -> None:
+    """A referral program or a loyalty reward that gives codes of this campaign would start failing."""
+    users = [
+        row.name
+        for row in uow.conn.execute(
+            select(campaigns.c.name, campaigns.c.referral).where(
+                campaigns.c.campaign_type == "REFERRAL_PROGRAM", campaigns.c.deleted_at.is_(None)
+            )
+        )
+        if (row.referral or {}).get("campaign_id") == campaign.id
+    ]
+    rows = uow.conn.execute(
+        select(campaigns.c.name, promotion_rewards.c.parameters)
+        .join(reward_assignments, reward_assignments.c.reward_id == promotion_rewards.c.id)
+        .join(campaigns, campaigns.c.id == reward_assignments.c.campaign_id)
+        .where(promotion_rewards.c.type == "CAMPAIGN", campaigns.c.deleted_at.is_(None))
+    )
+    users += [
+        row.name for row in rows if ((row.parameters or {}).get("campaign") or {}).get("id") == campaign.id
+    ]
+    if users:
+        raise PromotionError(
+            "campaign_in_use",
+            f"campaign {campaign.name} gives the rewards of {', '.join(sorted(set(users)))}; "
+            "change or delete those first",
+            status=409,
+            details={"used_by": sorted(set(users))},
+        )
 
 
 # -- code generation ----------------------------------------------------------------------------------
@@ -537,72 +640,303 @@ def add_codes(uow: UnitOfWork, campaign: Campaign, count: int, *, max_rounds: in
     return made
 
 
-def generate_codes(
-    ctx: AppContext,
-    campaign_id: str,
-    count: int,
-    *,
-    progress: Callable[[int], None] | None = None,
-    chunk: int = GENERATION_CHUNK,
-) -> int:
-    """Generate `count` codes in chunks, each its own transaction, keeping the campaign's progress current.
+# -- background generation jobs -----------------------------------------------------------------------
 
-    Used by the background generation of large campaigns, `perkflow codes generate` and the benchmark.
-    A failure marks the campaign FAILED with the reason; what was committed stays.
+GENERATION_RUNNING, GENERATION_DONE, GENERATION_FAILED = "RUNNING", "DONE", "FAILED"
+# A job claimed this many times without finishing (its processes kept dying) is failed with the reason.
+GENERATION_MAX_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class GenerationJob:
+    id: str
+    campaign_id: str
+    requested: int
+    generated: int
+    status: str
+    lease_owner: str | None
+    lease_until: datetime | None
+    attempts: int
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> GenerationJob:
+        return cls(
+            id=row.id,
+            campaign_id=row.campaign_id,
+            requested=row.requested,
+            generated=row.generated,
+            status=row.status,
+            lease_owner=row.lease_owner,
+            lease_until=row.lease_until,
+            attempts=row.attempts,
+            error=row.error,
+        )
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.requested - self.generated)
+
+
+class _LeaseLost(Exception):
+    """The job was taken over, finished or failed by someone else: this process stops working on it."""
+
+
+def generation_owner() -> str:
+    """Who holds a lease: host, process and thread, so a log line says where a job ran."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{threading.get_ident()}:{os.urandom(3).hex()}"
+
+
+def unfinished_generation(uow: UnitOfWork, campaign_id: str) -> GenerationJob | None:
+    row = uow.conn.execute(
+        select(code_generation_jobs).where(
+            code_generation_jobs.c.campaign_id == campaign_id,
+            code_generation_jobs.c.status == GENERATION_RUNNING,
+        )
+    ).first()
+    return GenerationJob.from_row(row) if row is not None else None
+
+
+def _queue_generation(uow: UnitOfWork, campaign_id: str, count: int) -> str:
+    job_id = new_id("gen")
+    uow.conn.execute(
+        insert(code_generation_jobs).values(
+            id=job_id,
+            campaign_id=campaign_id,
+            requested=count,
+            generated=0,
+            status=GENERATION_RUNNING,
+            attempts=0,
+            created_at=uow.now,
+            updated_at=uow.now,
+        )
+    )
+    return job_id
+
+
+def _end_generation(
+    uow: UnitOfWork, job: GenerationJob, status: str, error: str | None, *, owner: str | None
+) -> bool:
+    """Finish a job and show the outcome on its campaign; with `owner`, only while that owner holds it."""
+    stmt = update(code_generation_jobs).where(
+        code_generation_jobs.c.id == job.id, code_generation_jobs.c.status == GENERATION_RUNNING
+    )
+    if owner is not None:
+        stmt = stmt.where(code_generation_jobs.c.lease_owner == owner)
+    ended = uow.conn.execute(
+        stmt.values(status=status, error=error, lease_owner=None, lease_until=None, updated_at=uow.now)
+    )
+    if ended.rowcount == 0:
+        return False
+    uow.conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == job.campaign_id)
+        .values(generation_status=status, generation_error=error, updated_at=uow.now)
+    )
+    return True
+
+
+def claim_generation_jobs(
+    ctx: AppContext, owner: str, *, campaign_id: str | None = None, limit: int = 10
+) -> list[GenerationJob]:
+    """Take the unfinished jobs nobody holds: new ones, and those whose holder's lease ran out.
+
+    A job that keeps losing its holders (GENERATION_MAX_ATTEMPTS claims) is failed with the reason
+    instead of being claimed again, so a campaign never stays IN_PROGRESS for ever.
     """
     from perkflow.core import transactions
 
+    lease = timedelta(seconds=ctx.settings.generation_lease_s)
+
+    def work(uow: UnitOfWork) -> list[GenerationJob]:
+        jobs = code_generation_jobs.c
+        stmt = select(code_generation_jobs).where(
+            jobs.status == GENERATION_RUNNING, or_(jobs.lease_until.is_(None), jobs.lease_until <= uow.now)
+        )
+        if campaign_id is not None:
+            stmt = stmt.where(jobs.campaign_id == campaign_id)
+        stmt = uow.db.for_update(stmt.order_by(jobs.created_at, jobs.id).limit(limit), skip_locked=True)
+        claimed = []
+        for job in [GenerationJob.from_row(row) for row in uow.conn.execute(stmt)]:
+            if job.attempts >= GENERATION_MAX_ATTEMPTS:
+                reason = (
+                    f"code generation was interrupted {job.attempts} times ({job.generated} of "
+                    f"{job.requested} codes made); request the missing codes again"
+                )
+                _end_generation(uow, job, GENERATION_FAILED, reason, owner=None)
+                continue
+            job.lease_owner, job.lease_until, job.attempts = owner, uow.now + lease, job.attempts + 1
+            uow.conn.execute(
+                update(code_generation_jobs)
+                .where(jobs.id == job.id)
+                .values(
+                    lease_owner=owner, lease_until=job.lease_until, attempts=job.attempts, updated_at=uow.now
+                )
+            )
+            claimed.append(job)
+        return claimed
+
+    return transactions.run(ctx, work)
+
+
+def run_generation_job(
+    ctx: AppContext,
+    job: GenerationJob,
+    owner: str,
+    *,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = GENERATION_CHUNK,
+    stop: threading.Event | None = None,
+) -> int:
+    """Generate what a claimed job still lacks, a chunk per transaction; returns the codes made here.
+
+    Each chunk commits its codes, the job's progress and a renewed lease together, and only while
+    `owner` still holds the job, so after any crash the job's count is exact and resuming neither
+    loses nor repeats a chunk. A failure marks the job and campaign FAILED with the reason (a new
+    request can retry); an interruption (Ctrl-C, shutdown via `stop`) releases the job for resumption.
+    """
+    from perkflow.core import transactions
+
+    lease = timedelta(seconds=ctx.settings.generation_lease_s)
+    jobs = code_generation_jobs.c
     made = 0
+    remaining = job.remaining
     try:
-        while made < count:
-            size = min(chunk, count - made)
+        while remaining > 0:
+            if stop is not None and stop.is_set():
+                release_generation(ctx, job, owner)
+                return made
+            size = min(chunk, remaining)
 
             def work(uow: UnitOfWork, size: int = size) -> int:
-                campaign = get_campaign(uow, campaign_id)
+                mine = (jobs.id == job.id, jobs.lease_owner == owner, jobs.status == GENERATION_RUNNING)
+                renewed = uow.conn.execute(
+                    update(code_generation_jobs)
+                    .where(*mine)
+                    .values(lease_until=uow.now + lease, updated_at=uow.now)
+                )
+                if renewed.rowcount == 0:
+                    raise _LeaseLost(job.id)
+                campaign = get_campaign(uow, job.campaign_id)
                 added = add_codes(uow, campaign, size)
                 uow.conn.execute(
+                    update(code_generation_jobs).where(*mine).values(generated=jobs.generated + added)
+                )
+                uow.conn.execute(
                     update(campaigns)
-                    .where(campaigns.c.id == campaign_id)
+                    .where(campaigns.c.id == job.campaign_id)
                     .values(generated_count=campaigns.c.generated_count + added)
                 )
                 return added
 
             added = transactions.run(ctx, work, bulk=True)
             made += added
+            remaining -= added
             if progress is not None:
                 progress(added)
+    except _LeaseLost:
+        return made
     except Exception as exc:
-        message = exc.message if isinstance(exc, PerkflowError) else "code generation failed"
-        transactions.run(
-            ctx,
-            lambda uow: uow.conn.execute(
-                update(campaigns)
-                .where(campaigns.c.id == campaign_id)
-                .values(generation_status="FAILED", generation_error=message, updated_at=uow.now)
-            ),
-        )
+        message = exc.message if isinstance(exc, PerkflowError) else f"code generation failed: {exc!r}"[:500]
+        transactions.run(ctx, lambda uow: _end_generation(uow, job, GENERATION_FAILED, message, owner=owner))
         raise
+    except BaseException:
+        # Ctrl-C or interpreter exit: what committed stays, the rest is left for whoever resumes.
+        release_generation(ctx, job, owner)
+        raise
+    transactions.run(ctx, lambda uow: _end_generation(uow, job, GENERATION_DONE, None, owner=owner))
+    return made
+
+
+def release_generation(ctx: AppContext, job: GenerationJob, owner: str) -> None:
+    """Hand a job back at once (an orderly stop is not a failed attempt), for any process to resume."""
+    from perkflow.core import transactions
+
+    jobs = code_generation_jobs.c
     transactions.run(
         ctx,
         lambda uow: uow.conn.execute(
-            update(campaigns)
-            .where(campaigns.c.id == campaign_id)
-            .values(generation_status="DONE", generation_error=None, updated_at=uow.now)
+            update(code_generation_jobs)
+            .where(jobs.id == job.id, jobs.lease_owner == owner, jobs.status == GENERATION_RUNNING)
+            .values(
+                lease_owner=None,
+                lease_until=None,
+                attempts=case((jobs.attempts > 0, jobs.attempts - 1), else_=0),
+                updated_at=uow.now,
+            )
         ),
     )
+
+
+def finish_generation(
+    ctx: AppContext,
+    campaign_id: str | None = None,
+    *,
+    progress: Callable[[GenerationJob, int], None] | None = None,
+    chunk: int = GENERATION_CHUNK,
+    stop: threading.Event | None = None,
+) -> list[GenerationJob]:
+    """Claim the unfinished jobs nobody holds (of one campaign, or all) and run them here to the end."""
+    owner = generation_owner()
+    claimed = claim_generation_jobs(ctx, owner, campaign_id=campaign_id)
+    for job in claimed:
+        report = (lambda n, job=job: progress(job, n)) if progress is not None else None
+        run_generation_job(ctx, job, owner, progress=report, chunk=chunk, stop=stop)
+    return claimed
+
+
+def generate_codes(
+    ctx: AppContext,
+    campaign_ref: str,
+    count: int,
+    *,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = GENERATION_CHUNK,
+) -> int:
+    """Request `count` codes and generate them in this process (the CLI and the benchmark)."""
+    from perkflow.core import transactions
+
+    campaign = transactions.run(ctx, lambda uow: request_codes(uow, campaign_ref, count))
+    owner = generation_owner()
+    made = 0
+    for job in claim_generation_jobs(ctx, owner, campaign_id=campaign.id):
+        made += run_generation_job(ctx, job, owner, progress=progress, chunk=chunk)
     return made
 
 
 def request_codes(uow: UnitOfWork, ref: str, count: int) -> Campaign:
-    """Ask for `count` more codes: checked against the pattern's capacity, marked IN_PROGRESS."""
+    """Ask for `count` more codes: checked against the pattern's capacity, queued as a generation job."""
     campaign = get_campaign(uow, ref, lock=True)
-    if campaign.generation_status == "IN_PROGRESS":
-        raise PromotionError("multiple_requests", "codes are already being generated for this campaign")
+    running = unfinished_generation(uow, campaign.id)
+    if running is not None:
+        waiting = running.lease_until is None or running.lease_until <= uow.now
+        raise PromotionError(
+            "multiple_requests",
+            "codes are already being generated for this campaign"
+            + (
+                "; the generation was interrupted and resumes in `perkflow serve` or `perkflow worker` "
+                "(or run `perkflow codes resume`)"
+                if waiting
+                else ""
+            ),
+            details={
+                "job_id": running.id,
+                "requested": running.requested,
+                "generated": running.generated,
+                "lease_until": isoformat_z(running.lease_until) if running.lease_until else None,
+            },
+        )
     if count < 1 or count > MAX_CODES_PER_CAMPAIGN:
         raise PromotionError("invalid_payload", f"count must be between 1 and {MAX_CODES_PER_CAMPAIGN}")
     existing = uow.conn.execute(
         select(func.count()).select_from(vouchers).where(vouchers.c.campaign_pk == campaign.pk)
     ).scalar_one()
+    if int(existing) + count > MAX_CODES_PER_CAMPAIGN:
+        raise PromotionError(
+            "invalid_payload",
+            f"a campaign holds at most {MAX_CODES_PER_CAMPAIGN} codes",
+            details={"existing": int(existing), "requested": count},
+        )
     try:
         campaign.code_config.check_capacity(count, already_used=int(existing))
     except CodeConfigError as exc:
@@ -621,18 +955,35 @@ def request_codes(uow: UnitOfWork, ref: str, count: int) -> Campaign:
             updated_at=uow.now,
         )
     )
+    _queue_generation(uow, campaign.id, count)
     return get_campaign(uow, campaign.id)
 
 
-def start_background_generation(ctx: AppContext, campaign_id: str, count: int) -> None:
-    """Generate in a daemon thread of this process; progress is visible on the campaign."""
+def start_background_generation(ctx: AppContext, campaign_id: str) -> None:
+    """Run the campaign's queued job in a thread of this process. Should the process stop first, the
+    job is resumed by BackgroundJobs (`perkflow serve` or `perkflow worker`) once its lease is free."""
 
     def run() -> None:
-        # A failure is recorded on the campaign as FAILED by generate_codes.
+        # A failure is recorded on the job and the campaign as FAILED by run_generation_job.
         with contextlib.suppress(Exception):
-            generate_codes(ctx, campaign_id, count)
+            finish_generation(ctx, campaign_id)
 
     threading.Thread(target=run, name=f"generate-{campaign_id}", daemon=True).start()
+
+
+def resume_generation(ctx: AppContext, *, stop: threading.Event | None = None) -> int:
+    """BackgroundJobs' periodic task: claim the jobs nobody holds and run each in a thread of its own
+    (a large campaign takes minutes; the other periodic tasks must not wait for it)."""
+    owner = generation_owner()
+    claimed = claim_generation_jobs(ctx, owner, limit=4)
+    for job in claimed:
+
+        def run(job: GenerationJob = job) -> None:
+            with contextlib.suppress(Exception):
+                run_generation_job(ctx, job, owner, stop=stop)
+
+        threading.Thread(target=run, name=f"generate-{job.campaign_id}", daemon=True).start()
+    return len(claimed)
 
 
 def export_codes(ctx: AppContext, ref: str, *, unpublished: bool, chunk: int = 10_000) -> Iterator[str]:
@@ -708,8 +1059,11 @@ VOUCHER_COLUMNS = [
 ]
 
 
-def get_voucher(uow: UnitOfWork, code: str, *, lock: bool = False) -> Voucher:
+def get_voucher(uow: UnitOfWork, code: str, *, lock: bool = False, include_deleted: bool = False) -> Voucher:
+    """A code of a live campaign; `include_deleted` also finds codes of deleted campaigns (history)."""
     stmt = select(*VOUCHER_COLUMNS).where(vouchers.c.code == code)
+    if not include_deleted:
+        stmt = stmt.where(vouchers.c.deleted_at.is_(None))
     if lock:
         stmt = uow.db.for_update(stmt)
     row = uow.conn.execute(stmt).first()
@@ -720,8 +1074,10 @@ def get_voucher(uow: UnitOfWork, code: str, *, lock: bool = False) -> Voucher:
 
 def find_voucher(uow: UnitOfWork, ref: str) -> Voucher:
     """A voucher by code, or by its public id `v_<n>`."""
-    if ref.startswith("v_") and ref[2:].isdigit():
-        row = uow.conn.execute(select(*VOUCHER_COLUMNS).where(vouchers.c.id == int(ref[2:]))).first()
+    if ref.startswith("v_") and ref[2:].isdigit() and int(ref[2:]) < 2**63:
+        row = uow.conn.execute(
+            select(*VOUCHER_COLUMNS).where(vouchers.c.id == int(ref[2:]), vouchers.c.deleted_at.is_(None))
+        ).first()
         if row is not None:
             return Voucher.from_row(row)
     return get_voucher(uow, ref)
@@ -735,17 +1091,14 @@ def list_vouchers(
     limit: int = 10,
     offset: int = 0,
 ) -> tuple[list[Voucher], int]:
-    conditions = []
+    conditions: list[Any] = [vouchers.c.deleted_at.is_(None)]
     if customer is not None:
         conditions.append(vouchers.c.holder_id == customer)
     if campaign is not None:
         conditions.append(vouchers.c.campaign_pk == get_campaign(uow, campaign).pk)
-    where = and_(*conditions) if conditions else None
-    stmt = select(*VOUCHER_COLUMNS).order_by(vouchers.c.id).limit(limit).offset(offset)
-    count_stmt = select(func.count()).select_from(vouchers)
-    if where is not None:
-        stmt = stmt.where(where)
-        count_stmt = count_stmt.where(where)
+    where = and_(*conditions)
+    stmt = select(*VOUCHER_COLUMNS).where(where).order_by(vouchers.c.id).limit(limit).offset(offset)
+    count_stmt = select(func.count()).select_from(vouchers).where(where)
     found = [Voucher.from_row(row) for row in uow.conn.execute(stmt)]
     return found, int(uow.conn.execute(count_stmt).scalar_one())
 
@@ -1225,7 +1578,11 @@ def evaluate(
 
 
 def _load_vouchers(uow: UnitOfWork, codes: list[str], *, lock: bool) -> dict[str, Voucher]:
-    stmt = select(*VOUCHER_COLUMNS).where(vouchers.c.code.in_(codes)).order_by(vouchers.c.id)
+    stmt = (
+        select(*VOUCHER_COLUMNS)
+        .where(vouchers.c.code.in_(codes), vouchers.c.deleted_at.is_(None))
+        .order_by(vouchers.c.id)
+    )
     if lock:
         stmt = uow.db.for_update(stmt)
     return {row.code: Voucher.from_row(row) for row in uow.conn.execute(stmt)}

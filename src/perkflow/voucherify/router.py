@@ -149,9 +149,7 @@ async def _create_campaign(request: Request, *, loyalty: bool) -> JSON:
     def work(uow: UnitOfWork) -> dict[str, Any]:
         campaign = service.create_campaign(uow, spec)
         if campaign.generation_status == "IN_PROGRESS":
-            uow.after_commit(
-                lambda: service.start_background_generation(ctx, campaign.id, campaign.vouchers_count)
-            )
+            uow.after_commit(lambda: service.start_background_generation(ctx, campaign.id))
         return shapes.campaign_out(campaign)
 
     return JSON(await run_write(ctx, work))
@@ -302,10 +300,10 @@ async def get_redemption(redemption_id: str, request: Request) -> JSON:
         record = service.get_redemption(uow, redemption_id)
         if record.code is None or record.campaign_id is None:
             return shapes.redemption_out(uow, record, None, None)
-        campaign = service.get_campaign(uow, record.campaign_id)
-        return shapes.redemption_out(
-            uow, record, campaign, service.get_voucher(uow, record.code), reward=shapes.reward_result(record)
-        )
+        # History: a redemption still shows its code after the campaign was deleted.
+        campaign = service.get_campaign(uow, record.campaign_id, include_deleted=True)
+        voucher = service.get_voucher(uow, record.code, include_deleted=True)
+        return shapes.redemption_out(uow, record, campaign, voucher, reward=shapes.reward_result(record))
 
     return JSON(await run_read(_ctx(request), work))
 
