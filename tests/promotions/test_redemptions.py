@@ -253,3 +253,35 @@ def test_one_use_left_exactly_one_concurrent_redemption_wins(
         thread.join()
     assert sorted(statuses) == [200] + [400] * 7
     assert api.get(f"/v1/vouchers/{code}").json()["redemption"]["redeemed_quantity"] == 1
+
+
+def test_customer_rules_hold_when_the_request_names_no_customer(api: TestClient, demo: AppContext) -> None:
+    # Without `customer` the redeemer is the code's holder, and the rules about customers apply to them.
+    once = create_campaign(api, name="Once each", max_redemptions_per_customer=1)
+    code = code_for(api, once, "ana")
+    anonymous = {"redeemables": [{"object": "voucher", "id": code}], "order": {"amount": 1000}}
+    first = api.post("/v1/redemptions", json=anonymous)
+    assert first.status_code == 200 and first.json()["redemptions"][0]["customer_id"] == "ana"
+    second = api.post("/v1/redemptions", json=anonymous)
+    assert second.status_code == 400 and second.json()["key"] == "redemption_rules_violated"
+    checked = api.post("/v1/validations", json=anonymous).json()
+    assert checked["valid"] is False
+    assert checked["redeemables"][0]["result"]["error"]["key"] == "redemption_rules_violated"
+    assert api.get(f"/v1/vouchers/{code}").json()["redemption"]["redeemed_quantity"] == 1
+    # A code nobody holds cannot be counted against anyone: the customer is required.
+    free = api.get(f"/api/v1/campaigns/{once['id']}/codes.csv", params={"unpublished": True}).text.split()[0]
+    unknown = api.post(
+        "/v1/validations", json={"redeemables": [{"id": free}], "order": {"amount": 1000}}
+    ).json()
+    assert unknown["redeemables"][0]["result"]["error"]["key"] == "missing_customer"
+
+    api.post("/api/v1/events", json={"customer": "ana", "action": "opt_in", "data": {}})
+    referral = create_campaign(
+        api, name="Refer a friend", campaign_type="REFERRAL_PROGRAM", referral={"points": 50}
+    )
+    own_code = code_for(api, referral, "ana")
+    before = api.get("/api/v1/members/ana/points").json()["points"]["balance"]
+    own = api.post("/v1/redemptions", json={"redeemables": [{"id": own_code}], "order": {"amount": 1000}})
+    assert own.status_code == 400 and own.json()["key"] == "customer_rules_violated"
+    assert api.get("/api/v1/members/ana/points").json()["points"]["balance"] == before
+    assert api.get(f"/v1/vouchers/{own_code}").json()["redemption"]["redeemed_quantity"] == 0

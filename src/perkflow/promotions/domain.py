@@ -242,6 +242,7 @@ class CodeState:
     campaign_redemptions: int
     customer_redemptions: int
     in_segment: bool | None = None  # None: the campaign has no segment rule
+    customer_known: bool = True  # False: neither the request nor the code's holder says who redeems
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -272,6 +273,12 @@ def check_rules(rules: Rules, state: CodeState, order: Order, now: datetime) -> 
             "redemption_rules_violated",
             f"the campaign's limit of {rules.max_redemptions} redemptions is reached",
             details={"max_redemptions": rules.max_redemptions},
+        )
+    if rules.max_redemptions_per_customer is not None and not state.customer_known:
+        raise RuleViolation(
+            "missing_customer",
+            "the campaign limits redemptions per customer: give the customer (the code is not published)",
+            details={"max_redemptions_per_customer": rules.max_redemptions_per_customer},
         )
     if (
         rules.max_redemptions_per_customer is not None

@@ -1616,6 +1616,7 @@ def _check(
         campaign_redemptions=campaign.redemptions_count + campaign_uses.get(campaign.id, 0),
         customer_redemptions=customer_uses,
         in_segment=in_segment,
+        customer_known=customer_id is not None,
     )
     try:
         check_rules(rules, state, order, uow.now)
@@ -1677,7 +1678,25 @@ def _check_loyalty(
 def validate(
     uow: UnitOfWork, redeemables: list[Redeemable], order: Order, customer_id: str | None
 ) -> Evaluation:
+    if customer_id is None:
+        customer_id = holder_of(uow, redeemables)
     return evaluate(uow, redeemables, order, customer_id, lock=False)
+
+
+def holder_of(uow: UnitOfWork, redeemables: list[Redeemable]) -> str | None:
+    """Who is redeeming when the request names no customer: the one member all the codes are
+    published to. Rules about the customer (per-customer limit, segment, a referrer's own code) are
+    checked against that member, so leaving `customer` out does not skip them."""
+    holders = set(
+        uow.conn.execute(
+            select(vouchers.c.holder_id).where(
+                vouchers.c.code.in_([r.code for r in redeemables]), vouchers.c.deleted_at.is_(None)
+            )
+        ).scalars()
+    )
+    if len(holders) == 1 and None not in holders:
+        return holders.pop()
+    return None
 
 
 @dataclass(slots=True)
@@ -1738,19 +1757,20 @@ def redeem(
     metadata: dict[str, Any] | None = None,
 ) -> Redeemed:
     """Redeem every code or none (stacking mode ALL): the first failure is raised with its key."""
+    implied = customer_id is None
+    if customer_id is None:
+        # Read without locks so that the member is still locked before the codes; a published code
+        # never changes holder, which the check after evaluation confirms.
+        customer_id = holder_of(uow, redeemables)
     if customer_id is not None:
         ensure_member(uow, customer_id)
     evaluation = evaluate(uow, redeemables, order, customer_id, lock=True)
     for applied in evaluation.applied:
         if applied.error is not None:
             raise applied.error
-    if customer_id is None:
-        holders = {a.voucher.holder_id for a in evaluation.applied if a.voucher is not None}
-        if len(holders) != 1 or None in holders:
-            raise PromotionError("invalid_payload", "customer is required to redeem an unassigned code")
-        customer_id = holders.pop()
-        assert customer_id is not None
-        evaluation.customer_id = customer_id
+    holders = {a.voucher.holder_id for a in evaluation.applied if a.voucher is not None}
+    if customer_id is None or (implied and holders != {customer_id}):
+        raise PromotionError("invalid_payload", "customer is required to redeem an unassigned code")
     member = ensure_member(uow, customer_id)
     records: list[RedemptionRecord] = []
     after: dict[str, Voucher] = {}
