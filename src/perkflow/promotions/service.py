@@ -291,14 +291,14 @@ def list_campaigns(uow: UnitOfWork, *, limit: int = 100, after: str = "") -> lis
 def build_code_config(raw: dict[str, Any] | None) -> CodeConfig:
     raw = raw or {}
     length = raw.get("length")
-    if length is not None and (isinstance(length, bool) or not isinstance(length, int | float)):
-        raise PromotionError("invalid_campaign", "code_config.length must be an integer")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+        raise PromotionError("invalid_code_config", "code_config.length must be an integer")
     for key in ("charset", "prefix", "postfix", "pattern"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise PromotionError("invalid_campaign", f"code_config.{key} must be a string")
     try:
         return CodeConfig.build(
-            length=int(length) if length is not None else None,
+            length=length,
             charset=raw.get("charset"),
             prefix=raw.get("prefix"),
             postfix=raw.get("postfix"),
@@ -1006,7 +1006,19 @@ def export_codes(ctx: AppContext, ref: str, *, unpublished: bool, chunk: int = 1
         if not rows:
             return
         after = rows[-1][0]
-        yield "".join(f"{row[1]}\n" for row in rows)
+        yield csv_lines([row[1] for row in rows])
+
+
+def csv_lines(codes: list[str]) -> str:
+    """One code per line; a code that needs it is quoted as CSV would (generated codes never do, but
+    codes imported or made before their characters were checked might)."""
+    text = "\n".join(codes) + "\n"
+    if text.count("\n") == len(codes) and not any(char in text for char in ',"\r'):
+        return text
+    return "".join(
+        '"' + code.replace('"', '""') + '"\n' if any(char in code for char in ',"\r\n') else code + "\n"
+        for code in codes
+    )
 
 
 # -- vouchers -----------------------------------------------------------------------------------------
