@@ -187,6 +187,11 @@ def test_loyalty_reward_redemption_rollback_restores_the_points(api: TestClient)
     assert api.get(f"/v1/vouchers/{card['code']}").json()["loyalty_card"]["balance"] == 300
     no_reward = redeem(api, card["code"], "ana")
     assert no_reward.status_code == 400 and no_reward.json()["key"] == "missing_reward"
+    for _ in range(2):  # a long source_id is still one idempotency key (and no 500 on PostgreSQL)
+        added = api.post(
+            f"/v1/loyalties/members/{card['code']}/balance", json={"points": 5, "source_id": "s" * 300}
+        )
+        assert added.status_code == 200 and added.json()["balance"] == 305, added.text
 
 
 def test_stacked_redemption_rolls_back_through_its_parent(api: TestClient) -> None:
@@ -285,3 +290,43 @@ def test_customer_rules_hold_when_the_request_names_no_customer(api: TestClient,
     assert own.status_code == 400 and own.json()["key"] == "customer_rules_violated"
     assert api.get("/api/v1/members/ana/points").json()["points"]["balance"] == before
     assert api.get(f"/v1/vouchers/{own_code}").json()["redemption"]["redeemed_quantity"] == 0
+
+
+def test_gift_credits_source_id_is_an_idempotency_key(
+    api: TestClient, server: ServerThread, admin_key: str
+) -> None:
+    campaign = create_campaign(
+        api, name="Gift", campaign_type="GIFT_VOUCHERS", discount=None, gift_amount=5000
+    )
+    code = code_for(api, campaign)
+    topup = {"amount": 1000, "source_id": "topup-1"}
+    assert api.post(f"/v1/vouchers/{code}/balance", json=topup).json()["balance"] == 6000
+    assert api.post(f"/v1/vouchers/{code}/balance", json=topup).json()["balance"] == 6000
+    native = api.post(f"/api/v1/vouchers/{code}/credits", json=topup)
+    assert native.status_code == 200 and native.json()["gift"]["balance"] == 6000
+    other = api.post(f"/v1/vouchers/{code}/balance", json={"amount": 999, "source_id": "topup-1"})
+    assert other.status_code == 400 and other.json()["key"] == "duplicate_source_id"
+    long_source = "s" * 300  # with the code it exceeds the dedup key's 300 characters
+    for _ in range(2):
+        response = api.post(f"/api/v1/vouchers/{code}/credits", json={"amount": 10, "source_id": long_source})
+        assert response.status_code == 200 and response.json()["gift"]["balance"] == 6010, response.text
+
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def credit() -> None:
+        with httpx.Client(base_url=server.url, headers=app_headers(admin_key), timeout=30) as client:
+            response = client.post(f"/v1/vouchers/{code}/balance", json={"amount": 500, "source_id": "raced"})
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=credit) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 6
+    card = api.get(f"/v1/vouchers/{code}").json()["gift"]
+    assert card == {**card, "balance": 6510, "amount": 6510}
+    types = [a["type"] for a in api.get("/api/v1/members/ana/activities").json()["data"]]
+    assert types.count("gift_credits_added") == 3

@@ -4,6 +4,7 @@ gift credits, loyalty cards on the points ledger, referral rewards and Voucherif
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import socket
@@ -2172,8 +2173,23 @@ def _lot_expiries(uow: UnitOfWork, lot_ids: list[int]) -> dict[int, datetime | N
 # -- gift cards and loyalty cards ---------------------------------------------------------------------
 
 
+def balance_dedup_key(kind: str, code: str, source_id: str) -> str:
+    """The idempotency key of a balance change: the card and the caller's source_id (hashed when the
+    two would not fit the 300 characters of the activities' dedup_key)."""
+    key = f"{kind}:{code}:{source_id}"
+    if len(key) <= 300:
+        return key
+    return f"{kind}:{code}:sha256:{hashlib.sha256(source_id.encode()).hexdigest()}"
+
+
 def add_gift_credits(uow: UnitOfWork, code: str, amount: int, *, source_id: str | None = None) -> Voucher:
-    """Add credits to a gift card; the balance change is recorded as gift_credits_added."""
+    """Add credits to a gift card; the balance change is recorded as gift_credits_added.
+
+    `source_id` is an idempotency key, as for loyalty card balances: the same source_id again answers
+    with the card as it is, without adding twice (and is refused for a different amount).
+    """
+    from perkflow.activity.queries import find_by_dedup_keys
+
     voucher = get_voucher(uow, code, lock=True)
     campaign = campaign_of(uow, voucher)
     if campaign.voucher_type != "GIFT_VOUCHER":
@@ -2182,6 +2198,18 @@ def add_gift_credits(uow: UnitOfWork, code: str, amount: int, *, source_id: str 
         raise PromotionError(
             "voucher_not_published", "publish the gift card to a customer before adding credits"
         )
+    dedup = balance_dedup_key("gift", voucher.code, source_id) if source_id else None
+    if dedup is not None:
+        seen = find_by_dedup_keys(uow.conn, [dedup]).get(dedup)
+        if seen is not None:
+            if seen.data.get("amount") != amount:
+                raise PromotionError(
+                    "duplicate_source_id",
+                    f"credits with source_id {source_id} were already added to {voucher.code} "
+                    f"with amount {seen.data.get('amount')}",
+                    details={"activity_id": seen.id, "amount": seen.data.get("amount")},
+                )
+            return voucher
     member = ensure_member(uow, voucher.holder_id)
     try:
         voucher.gift_balance = gift_credit(voucher.gift_balance or 0, amount)
@@ -2199,6 +2227,7 @@ def add_gift_credits(uow: UnitOfWork, code: str, amount: int, *, source_id: str 
         program_id=None,
         chain=member,
         data={"amount": amount, "source_id": source_id, **_code_data(uow, campaign, voucher)},
+        dedup_key=dedup,
     )
     return voucher
 
@@ -2247,7 +2276,7 @@ def update_card_balance(
     account = ensure_opted_in(uow, voucher.holder_id, program.id)
     settle_if_due(uow, account, program)
     data = {"code": voucher.code, "campaign_id": campaign.id, "campaign": campaign.name, "reason": reason}
-    dedup = f"card:{voucher.code}:{source_id}" if source_id else None
+    dedup = balance_dedup_key("card", voucher.code, source_id) if source_id else None
     if dedup:
         from perkflow.activity.queries import find_by_dedup_keys
 
