@@ -330,3 +330,60 @@ def test_gift_credits_source_id_is_an_idempotency_key(
     assert card == {**card, "balance": 6510, "amount": 6510}
     types = [a["type"] for a in api.get("/api/v1/members/ana/activities").json()["data"]]
     assert types.count("gift_credits_added") == 3
+
+
+def test_rollback_takes_back_the_referrers_reward(api: TestClient, demo: AppContext) -> None:
+    api.post("/api/v1/events", json={"customer": "ana", "action": "opt_in", "data": {}})
+    prizes = create_campaign(api, name="Prizes", vouchers_count=5)
+    campaign = create_campaign(
+        api,
+        name="Refer a friend",
+        campaign_type="REFERRAL_PROGRAM",
+        referral={"points": 50, "campaign_id": prizes["id"]},
+    )
+    code = code_for(api, campaign, "ana")
+
+    def points() -> int:
+        return int(api.get("/api/v1/members/ana/points").json()["points"]["balance"])
+
+    def prize_codes() -> list[str]:
+        found = api.get("/v1/vouchers", params={"customer": "ana", "campaign": prizes["id"]}).json()
+        return [v["code"] for v in found["vouchers"]]
+
+    before = points()
+    first = redeem(api, code, "ben").json()["redemptions"][0]
+    assert points() == before + 50 and len(prize_codes()) == 1
+    prize = prize_codes()[0]
+    assert api.post(f"/v1/redemptions/{first['id']}/rollback").status_code == 200
+    assert points() == before
+    assert api.get(f"/v1/vouchers/{prize}").json()["active"] is False
+    assert reason(api, prize, customer="ana") == "voucher_disabled"
+    revoked = next(
+        a
+        for a in api.get("/api/v1/members/ana/activities").json()["data"]
+        if a["type"] == "referral_reward_revoked"
+    )
+    assert revoked["points_delta"] == -50 and revoked["data"]["reward_code"] == {
+        "code": prize,
+        "revoked": True,
+    }
+
+    # A reward already used stays used: the spent points cannot be taken back below zero, the
+    # redeemed prize code stays as it is, and the shortfall is on record.
+    second = redeem(api, code, "cleo").json()["redemptions"][0]
+    latest = next(c for c in prize_codes() if c != prize)
+    assert redeem(api, latest, "ana").status_code == 200
+    spend = api.post(
+        "/api/v1/events", json={"customer": "ana", "action": "point_subtract", "data": {"points": points()}}
+    )
+    assert spend.status_code == 201, spend.text
+    assert api.post(f"/v1/redemptions/{second['id']}/rollback").status_code == 200
+    assert points() == 0
+    assert api.get(f"/v1/vouchers/{latest}").json()["active"] is True
+    revocations = [
+        a
+        for a in api.get("/api/v1/members/ana/activities").json()["data"]
+        if a["type"] == "referral_reward_revoked"
+    ]
+    assert revocations[0]["effects"]["points_unrecovered"] == 50
+    assert revocations[0]["data"]["reward_code"]["revoked"] is False

@@ -28,7 +28,7 @@ from perkflow.core.ids import new_id
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import Account, AccountRepository
 from perkflow.ledger.domain import InsufficientPoints
-from perkflow.ledger.service import record_earning, record_spend, settle_if_due
+from perkflow.ledger.service import allocations_json, record_earning, record_spend, settle_if_due
 from perkflow.members.repository import Member, MemberRepository
 from perkflow.programs.service import ProgramCatalog, create_program
 from perkflow.promotions.domain import (
@@ -2116,8 +2116,102 @@ def _rollback_one(
         activity = uow.component(ActivityLog).record(
             type="redemption_rolled_back", member_id=member.id, program_id=None, chain=member, data=data
         )
+    if record.effects.get("reward_code"):
+        _revoke_code(uow, record.effects["reward_code"])
+    if record.effects.get("reward_id") and record.effects.get("assignment_id"):
+        uow.conn.execute(
+            update(promotion_rewards)
+            .where(promotion_rewards.c.id == record.effects["reward_id"], promotion_rewards.c.redeemed > 0)
+            .values(redeemed=promotion_rewards.c.redeemed - 1)
+        )
+    referral = record.effects.get("referral")
+    if isinstance(referral, dict):
+        _revoke_referral(uow, record, referral)
     _mark_rolled_back(uow, done, activity_seq=activity.seq)
     return done
+
+
+def _revoke_code(uow: UnitOfWork, code: str) -> dict[str, Any]:
+    """Take back a code a redemption handed out (a referral or reward code): disabled while unused,
+    kept as it is once its holder has redeemed it."""
+    try:
+        voucher = get_voucher(uow, code, lock=True, include_deleted=True)
+    except PromotionError:
+        return {"code": code, "revoked": False, "reason": "the code no longer exists"}
+    if voucher.redeemed_quantity > 0:
+        return {"code": code, "revoked": False, "reason": "the code has already been redeemed"}
+    uow.conn.execute(update(vouchers).where(vouchers.c.id == voucher.pk).values(active=False))
+    return {"code": code, "revoked": True}
+
+
+def _revoke_referral(uow: UnitOfWork, record: RedemptionRecord, given: dict[str, Any]) -> None:
+    """Undo the referrer's reward for a rolled-back referee redemption: the points are clawed back
+    through the ledger (their own lot first, never below zero; what was already spent is reported
+    as unrecovered) and a reward code still unused is disabled."""
+    referrer = given.get("referrer_id")
+    if not isinstance(referrer, str):
+        return
+    data: dict[str, Any] = {
+        "redemption_id": record.id,
+        "referee_id": given.get("referee_id"),
+        "code": record.code,
+        "campaign_id": record.campaign_id,
+    }
+    if given.get("code"):
+        data["reward_code"] = _revoke_code(uow, given["code"])
+    earned = None
+    if given.get("points") and given.get("activity_seq"):
+        earned = uow.conn.execute(
+            select(activities.c.program_id, activities.c.occurred_at, activities.c.payload).where(
+                activities.c.seq == int(given["activity_seq"])
+            )
+        ).first()
+    log = uow.component(ActivityLog)
+    if earned is None or earned.program_id is None:
+        member = ensure_member(uow, referrer)
+        log.record(
+            type="referral_reward_revoked",
+            member_id=member.id,
+            program_id=None,
+            chain=member,
+            data=data,
+            source="system",
+        )
+        return
+    program = uow.component(ProgramCatalog).get(earned.program_id)
+    account = uow.component(AccountRepository).get(referrer, program.id)
+    if account is None:
+        return
+    settle_if_due(uow, account, program)
+    lot = ((earned.payload or {}).get("effects") or {}).get("lot", int(given["activity_seq"]))
+    clawed = account.points.claw_back(
+        int(given["points"]),
+        to_epoch(uow.now),
+        prefer_lot_id=int(lot),
+        earned_day=to_epoch(earned.occurred_at) // 86400,
+        window_days=program.tier_window_days,
+    )
+    account.mark_dirty()
+    log.record(
+        type="referral_reward_revoked",
+        member_id=referrer,
+        program_id=program.id,
+        chain=account,
+        data=data,
+        effects={
+            "points": -clawed.taken,
+            "pending_cancelled": clawed.from_pending,
+            "points_unrecovered": clawed.shortfall,
+            "lots": allocations_json(clawed.allocations),
+        },
+        source="system",
+        points_delta=-clawed.taken,
+        pending_delta=-clawed.from_pending,
+        dedup_key=f"referral_revoked:{record.id}",
+    )
+    from perkflow.tiers.service import evaluate_tier
+
+    evaluate_tier(uow, account, program)
 
 
 def _restore_points(
