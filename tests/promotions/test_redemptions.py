@@ -387,3 +387,37 @@ def test_rollback_takes_back_the_referrers_reward(api: TestClient, demo: AppCont
     ]
     assert revocations[0]["effects"]["points_unrecovered"] == 50
     assert revocations[0]["data"]["reward_code"]["revoked"] is False
+
+
+def test_a_gift_card_is_refused_without_an_order_to_pay(api: TestClient) -> None:
+    campaign = create_campaign(
+        api, name="Gift", campaign_type="GIFT_VOUCHERS", discount=None, gift_amount=5000
+    )
+    code = code_for(api, campaign)
+    for order, key in (
+        (None, "missing_amount"),
+        ({}, "missing_amount"),
+        ({"amount": 0}, "invalid_amount"),
+        ({"items": [{"price": 0, "quantity": 3}]}, "invalid_amount"),
+    ):
+        body: dict[str, Any] = {"redeemables": [{"id": code, "gift": {"credits": 300}}], "customer": "ana"}
+        if order is not None:
+            body["order"] = order
+        refused = api.post("/v1/redemptions", json=body)
+        assert refused.status_code == 400 and refused.json()["key"] == key, (order, refused.text)
+        checked = api.post("/v1/validations", json=body).json()
+        assert checked["redeemables"][0]["result"]["error"]["key"] == key
+    # Another code already paid for the whole order: nothing is left for the card.
+    full = create_campaign(api, name="Everything", discount={"type": "PERCENT", "percent_off": 100})
+    stacked = api.post(
+        "/v1/redemptions",
+        json={
+            "redeemables": [{"id": code_for(api, full)}, {"id": code}],
+            "customer": "ana",
+            "order": {"amount": 1000},
+        },
+    )
+    assert stacked.status_code == 400 and stacked.json()["key"] == "invalid_amount"
+    voucher = api.get(f"/v1/vouchers/{code}").json()
+    assert voucher["redemption"]["redeemed_quantity"] == 0 and voucher["gift"]["balance"] == 5000
+    assert redeem(api, code, "ana", amount=700).json()["redemptions"][0]["amount"] == 700

@@ -41,12 +41,13 @@ class Order:
     items: tuple[OrderItem, ...] = ()
     id: str | None = None
     source_id: str | None = None
+    amount_given: bool = True  # False: the request gave neither order.amount nor items
 
     @classmethod
     def parse(cls, raw: Any) -> Order:
         """An order from a request: `amount`, or the sum of its items' `amount` or `price` x `quantity`."""
         if raw is None:
-            return cls(amount=0)
+            return cls(amount=0, amount_given=False)
         if not isinstance(raw, dict):
             raise RuleViolation("invalid_payload", "order must be an object")
         items = []
@@ -78,6 +79,7 @@ class Order:
             items=tuple(items),
             id=_str_or_none(raw.get("id")),
             source_id=_str_or_none(raw.get("source_id")),
+            amount_given=raw.get("amount") is not None or bool(items),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +207,25 @@ def gift_debit(balance: int, order_remaining: int, requested: int | None) -> int
             )
         return min(requested, order_remaining)
     return min(balance, order_remaining)
+
+
+def require_payable_order(order: Order, order_remaining: int) -> None:
+    """A gift card pays for an order; with no amount to pay it would use up a redemption for nothing.
+
+    The keys are Voucherify's redemption failure codes for orders without or with a wrong amount.
+    """
+    if not order.amount_given:
+        raise RuleViolation(
+            "missing_amount", "a gift card pays for an order: give order.amount (minor units) or its items"
+        )
+    if order.amount <= 0:
+        raise RuleViolation("invalid_amount", "order.amount must be above 0 to pay with a gift card")
+    if order_remaining <= 0:
+        raise RuleViolation(
+            "invalid_amount",
+            "the other codes already cover the whole order: nothing is left for the gift card to pay",
+            details={"order_amount": order.amount},
+        )
 
 
 def gift_credit(balance: int, amount: int) -> int:

@@ -41,6 +41,7 @@ from perkflow.promotions.domain import (
     check_rules,
     gift_credit,
     gift_debit,
+    require_payable_order,
 )
 from perkflow.promotions.tables import (
     campaigns,
@@ -1637,6 +1638,7 @@ def _check(
             applied.gift_amount = gift_debit(
                 voucher.gift_balance or 0, remaining, applied.redeemable.gift_credits
             )
+            require_payable_order(order, remaining)
             applied.discount = applied.gift_amount
         elif campaign.voucher_type == "LOYALTY_CARD":
             _check_loyalty(uow, applied, campaign, voucher, customer_id)
