@@ -99,9 +99,9 @@ def test_each_validation_rule(api: TestClient, ctx: AppContext, clock: ManualClo
             insert(segment_members).values(segment_id="vip", member_id="ana", source="api", added_at=uow.now)
         )
 
+    transactions.run(ctx, vip_segment)
     vip = create_campaign(api, name="VIP only", segment_id="vip")
     code = code_for(api, vip, "ana")
-    transactions.run(ctx, vip_segment)
     assert reason(api, code, customer="ana") is None
     assert reason(api, code, customer="ben") == "customer_rules_violated"
 

@@ -7,12 +7,13 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
@@ -33,6 +34,7 @@ from perkflow.members.repository import Member, MemberRepository
 from perkflow.programs.service import ProgramCatalog, create_program
 from perkflow.promotions.domain import (
     CAMPAIGN_TYPES,
+    MAX_AMOUNT,
     CodeState,
     Discount,
     Order,
@@ -310,12 +312,35 @@ def build_code_config(raw: dict[str, Any] | None) -> CodeConfig:
         raise PromotionError("invalid_code_config", str(exc)) from exc
 
 
+# Dates a campaign or a lot may carry: wide enough for any real use, far enough from datetime's
+# limits that converting to UTC or adding a policy's days cannot overflow.
+EARLIEST_DATE = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def checked_date(moment: Any, name: str) -> datetime:
+    """An aware datetime in UTC within EARLIEST_DATE..LATEST_DATE, or a clear invalid_payload."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise PromotionError("invalid_payload", f"{name} must be an ISO-8601 date-time with a time zone")
+    try:
+        utc = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST_DATE <= utc < LATEST_DATE:
+        raise PromotionError(
+            "invalid_payload",
+            f"{name} must be between {EARLIEST_DATE.year} and {LATEST_DATE.year}",
+            details={name: moment.isoformat()},
+        )
+    return utc
+
+
 def _optional_int(spec: dict[str, Any], key: str, *, minimum: int = 0) -> int | None:
     value = spec.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > 10**12:
-        raise PromotionError("invalid_campaign", f"{key} must be an integer of at least {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_AMOUNT:
+        raise PromotionError("invalid_campaign", f"{key} must be an integer from {minimum} to {MAX_AMOUNT}")
     return value
 
 
@@ -328,7 +353,7 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise PromotionError("invalid_campaign", "name is required (at most 200 characters)")
     campaign_type = spec.get("campaign_type") or "DISCOUNT_COUPONS"
-    if campaign_type not in CAMPAIGN_TYPES:
+    if not isinstance(campaign_type, str) or campaign_type not in CAMPAIGN_TYPES:
         raise PromotionError(
             "invalid_campaign", f"campaign_type must be one of {', '.join(sorted(CAMPAIGN_TYPES))}"
         )
@@ -370,25 +395,29 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
         "segment_id": spec.get("segment_id"),
     }
     start, expiry = spec.get("start_date"), spec.get("expiration_date")
-    for moment in (start, expiry):
-        if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
-            raise PromotionError("invalid_campaign", "dates must be ISO-8601 with a time zone")
+    start = checked_date(start, "start_date") if start is not None else None
+    expiry = checked_date(expiry, "expiration_date") if expiry is not None else None
     if start is not None and expiry is not None and expiry <= start:
         raise PromotionError("invalid_campaign", "expiration_date must be after start_date")
     program_id = None
     join_once = bool(spec.get("join_once"))
+    currency = spec.get("currency")
+    if currency is not None and (not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency)):
+        raise PromotionError("invalid_campaign", "currency must be an ISO 4217 code such as EUR")
     if voucher_type == "LOYALTY_CARD":
         join_once = True  # a member has one card per program
         program_id = spec.get("program_id")
         catalog = uow.component(ProgramCatalog)
         if program_id is not None:
+            if not isinstance(program_id, str):
+                raise PromotionError("invalid_campaign", "program_id must be a program id")
             catalog.get(program_id)
         else:
             program = create_program(
                 uow,
                 {
                     "name": name,
-                    "currency": spec.get("currency") or "EUR",
+                    "currency": currency or "EUR",
                     "description": f"Loyalty program of campaign {name}",
                 },
             )
@@ -396,9 +425,9 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
             catalog.reload()
     referral = None
     if campaign_type == "REFERRAL_PROGRAM":
-        referral = _referral_config(uow, spec.get("referral") or {})
-    if rules["segment_id"] is not None and not isinstance(rules["segment_id"], str):
-        raise PromotionError("invalid_campaign", "segment_id must be a string")
+        referral = _referral_config(uow, spec.get("referral") if spec.get("referral") is not None else {})
+    if rules["segment_id"] is not None:
+        require_segment(uow, rules["segment_id"])
     campaign_id = new_id("camp")
     background = count > SYNC_GENERATION_LIMIT
     try:
@@ -452,15 +481,36 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
     return campaign
 
 
-def _referral_config(uow: UnitOfWork, raw: dict[str, Any]) -> dict[str, Any]:
+def require_segment(uow: UnitOfWork, segment_id: Any) -> str:
+    """A campaign's segment rule must name a segment that exists, or every validation would fail."""
+    from perkflow.segments.tables import segments
+
+    if not isinstance(segment_id, str) or not segment_id or len(segment_id) > 64:
+        raise PromotionError("invalid_campaign", "segment_id must be a segment id (1 to 64 characters)")
+    if uow.conn.execute(select(segments.c.id).where(segments.c.id == segment_id)).first() is None:
+        raise not_found("segment", segment_id)
+    return segment_id
+
+
+def _referral_config(uow: UnitOfWork, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PromotionError(
+            "invalid_campaign", "referral must be an object with points, program_id and/or campaign_id"
+        )
     points = raw.get("points")
     if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points <= 0):
         raise PromotionError("invalid_campaign", "referral.points must be a positive integer")
+    if points is not None and points > 10**9:
+        raise PromotionError("invalid_campaign", "referral.points may not exceed 10^9")
     program_id = raw.get("program_id")
+    if program_id is not None and not isinstance(program_id, str):
+        raise PromotionError("invalid_campaign", "referral.program_id must be a program id")
     if points is not None:
         program_id = uow.component(ProgramCatalog).resolve(program_id).id
     reward_campaign = raw.get("campaign_id")
     if reward_campaign is not None:
+        if not isinstance(reward_campaign, str):
+            raise PromotionError("invalid_campaign", "referral.campaign_id must be a campaign id")
         reward_campaign = get_campaign(uow, reward_campaign).id
     if points is None and reward_campaign is None:
         raise PromotionError(
@@ -472,13 +522,24 @@ def _referral_config(uow: UnitOfWork, raw: dict[str, Any]) -> dict[str, Any]:
 def update_campaign(uow: UnitOfWork, ref: str, changes: dict[str, Any]) -> Campaign:
     campaign = get_campaign(uow, ref, lock=True)
     values: dict[str, Any] = {}
-    for key in ("active", "start_date", "expiration_date", "description", "max_redemptions"):
-        if key in changes:
+    for key in ("active", "description"):
+        if changes.get(key) is not None:
             values[key] = changes[key]
+    if "max_redemptions" in changes:
+        values["max_redemptions"] = changes["max_redemptions"]
+    for key in ("start_date", "expiration_date"):
+        if key in changes:
+            values[key] = checked_date(changes[key], key) if changes[key] is not None else None
+    start = values.get("start_date", campaign.start_date)
+    expiry = values.get("expiration_date", campaign.expiration_date)
+    if start is not None and expiry is not None and expiry <= start:
+        raise PromotionError("invalid_campaign", "expiration_date must be after start_date")
     rules = dict(campaign.rules_data)
     for key in ("max_redemptions_per_customer", "min_order_amount", "segment_id"):
         if key in changes:
             rules[key] = changes[key]
+    if "segment_id" in changes and changes["segment_id"] is not None:
+        require_segment(uow, changes["segment_id"])
     values["rules"] = {k: v for k, v in rules.items() if v is not None}
     values["updated_at"] = uow.now
     uow.conn.execute(update(campaigns).where(campaigns.c.id == campaign.id).values(**values))
@@ -2337,10 +2398,12 @@ class CardBalance:
     activity: Activity | None
 
 
-def loyalty_card(uow: UnitOfWork, ref: str) -> tuple[Voucher, Campaign]:
+def loyalty_card(uow: UnitOfWork, ref: str, *, campaign_ref: str | None = None) -> tuple[Voucher, Campaign]:
+    """A loyalty card by code or id; with `campaign_ref`, only a card of that loyalty campaign."""
+    expected = get_campaign(uow, campaign_ref) if campaign_ref is not None else None
     voucher = find_voucher(uow, ref)
     campaign = campaign_of(uow, voucher)
-    if campaign.voucher_type != "LOYALTY_CARD":
+    if campaign.voucher_type != "LOYALTY_CARD" or (expected is not None and expected.id != campaign.id):
         raise not_found("loyalty_card", ref)
     return voucher, campaign
 
@@ -2359,12 +2422,30 @@ def add_member(
 
 
 def update_card_balance(
-    uow: UnitOfWork, ref: str, points: int, *, reason: str | None = None, source_id: str | None = None
+    uow: UnitOfWork,
+    ref: str,
+    points: int,
+    *,
+    reason: str | None = None,
+    source_id: str | None = None,
+    expires_at: datetime | None = None,
+    campaign_ref: str | None = None,
 ) -> CardBalance:
-    """Add (or, negative, take) points on a loyalty card: a ledger activity in the card's program."""
+    """Add (or, negative, take) points on a loyalty card: a ledger activity in the card's program.
+
+    Added points expire at `expires_at` when given (their own lot), else by the program's policy.
+    """
     if isinstance(points, bool) or not isinstance(points, int) or points == 0 or abs(points) > 10**9:
-        raise PromotionError("invalid_payload", "points must be a non-zero integer")
-    voucher, campaign = loyalty_card(uow, ref)
+        raise PromotionError("invalid_payload", "points must be a non-zero integer of at most 10^9")
+    if expires_at is not None and points < 0:
+        raise PromotionError("invalid_payload", "expiration_date applies to added points only")
+    if expires_at is not None and expires_at <= uow.now:
+        raise PromotionError(
+            "invalid_payload",
+            "expiration_date must be in the future",
+            details={"expiration_date": isoformat_z(expires_at)},
+        )
+    voucher, campaign = loyalty_card(uow, ref, campaign_ref=campaign_ref)
     if voucher.holder_id is None or campaign.program_id is None:
         raise PromotionError("voucher_not_published", "the loyalty card is not assigned to a member")
     program = uow.component(ProgramCatalog).get(campaign.program_id)
@@ -2389,6 +2470,7 @@ def update_card_balance(
             points=points,
             occurred_at=uow.now,
             data=data,
+            expires_at=expires_at,
             dedup_key=dedup,
         )
     else:
