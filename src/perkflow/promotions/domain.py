@@ -14,6 +14,8 @@ CAMPAIGN_TYPES = {
 }
 DISCOUNT_TYPES = ("AMOUNT", "PERCENT", "FIXED")
 MAX_AMOUNT = 10**12  # minor units; anything larger is a mistake, and it keeps sums inside 64 bits
+MAX_QUANTITY = 10**6  # units of one order item
+MAX_ITEMS = 1000  # items of one order: with MAX_AMOUNT each, their sum stays far inside 64 bits
 
 
 class RuleViolation(Exception):
@@ -50,16 +52,30 @@ class Order:
             return cls(amount=0, amount_given=False)
         if not isinstance(raw, dict):
             raise RuleViolation("invalid_payload", "order must be an object")
+        raw_items = raw.get("items")
+        if raw_items is not None and not isinstance(raw_items, list):
+            raise RuleViolation("invalid_payload", "order.items must be a list")
+        if raw_items is not None and len(raw_items) > MAX_ITEMS:
+            raise RuleViolation("invalid_payload", f"an order has at most {MAX_ITEMS} items")
         items = []
-        for index, item in enumerate(raw.get("items") or []):
+        for index, item in enumerate(raw_items or []):
             if not isinstance(item, dict):
                 raise RuleViolation("invalid_payload", f"order.items[{index}] must be an object")
             quantity = _int(item.get("quantity", 1), f"order.items[{index}].quantity", minimum=0)
+            if quantity > MAX_QUANTITY:
+                raise RuleViolation(
+                    "invalid_payload", f"order.items[{index}].quantity may not exceed {MAX_QUANTITY}"
+                )
             if item.get("amount") is not None:
                 amount = _int(item["amount"], f"order.items[{index}].amount", minimum=0)
             else:
                 price = _int(item.get("price", 0), f"order.items[{index}].price", minimum=0)
                 amount = price * quantity
+                if amount > MAX_AMOUNT:
+                    raise RuleViolation(
+                        "invalid_payload",
+                        f"order.items[{index}]: price x quantity may not exceed {MAX_AMOUNT}",
+                    )
             items.append(
                 OrderItem(
                     product_id=_str_or_none(item.get("product_id")),

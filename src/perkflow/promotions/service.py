@@ -2508,8 +2508,10 @@ def create_promotion_reward(uow: UnitOfWork, spec: dict[str, Any]) -> dict[str, 
         kind = "CAMPAIGN"
         parameters = {"campaign": {"id": get_campaign(uow, str(parameters["campaign"].get("id"))).id}}
     stock = spec.get("stock")
-    if stock is not None and (isinstance(stock, bool) or not isinstance(stock, int) or stock < 0):
-        raise PromotionError("invalid_payload", "stock must be a non-negative integer")
+    if stock is not None and (
+        isinstance(stock, bool) or not isinstance(stock, int) or not 0 <= stock <= 10**9
+    ):
+        raise PromotionError("invalid_payload", "stock must be an integer from 0 to 10^9")
     row = {
         "id": new_id("rew"),
         "name": name,

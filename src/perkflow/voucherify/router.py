@@ -102,6 +102,12 @@ def campaign_spec(payload: dict[str, Any], *, loyalty: bool = False) -> dict[str
     voucher = _dict(payload, "voucher")
     extra = _dict(payload, "perkflow")
     voucher_type = voucher.get("type") or ("LOYALTY_CARD" if loyalty else None)
+    if voucher_type is not None and (
+        not isinstance(voucher_type, str) or voucher_type not in VOUCHER_TO_CAMPAIGN
+    ):
+        raise PromotionError(
+            "invalid_campaign", f"voucher.type must be one of {', '.join(VOUCHER_TO_CAMPAIGN)}"
+        )
     campaign_type = payload.get("campaign_type") or VOUCHER_TO_CAMPAIGN.get(
         voucher_type or "", "DISCOUNT_COUPONS"
     )
