@@ -41,9 +41,17 @@ def live_ctx(settings: Settings) -> Iterator[AppContext]:
     found.close()
 
 
+# `perkflow` as started from a terminal: Ctrl-C enabled even when the test runner was started in
+# the background, whose children inherit an ignored SIGINT.
+TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['perkflow', *sys.argv[1:]]; runpy.run_module('perkflow', run_name='__main__')"
+)
+
+
 def cli(ctx: AppContext, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "perkflow", "codes", *args],
+        [sys.executable, "-c", TERMINAL, "codes", *args],
         env={
             "PERKFLOW_DATABASE_URL": ctx.settings.database_url,
             "PERKFLOW_GENERATION_LEASE_S": str(LEASE_S),
@@ -128,10 +136,10 @@ def test_ctrl_c_releases_the_job_and_codes_resume_finishes_it(api: TestClient, c
     campaign = create_campaign(api, name="Interrupted", vouchers_count=0, code_config={"length": 12})
     process = cli(ctx, "generate", "Interrupted", "--count", "30000", "--chunk", "500")
     wait_for(lambda: (job := job_of(ctx, campaign["id"])) is not None and job.generated >= 500)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # Ctrl-C: the current chunk commits, then the job is handed back
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert "interrupted" in err and "perkflow codes resume" in err
+    assert "stopping after the current chunk" in err and "perkflow codes resume" in err
     released = job_of(ctx, campaign["id"])
     assert released.status == "RUNNING" and released.lease_owner is None and released.lease_until is None
     assert released.attempts == 0  # an orderly stop is not a failed attempt

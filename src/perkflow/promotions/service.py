@@ -760,8 +760,10 @@ def unfinished_generation(uow: UnitOfWork, campaign_id: str) -> GenerationJob | 
     return GenerationJob.from_row(row) if row is not None else None
 
 
-def _queue_generation(uow: UnitOfWork, campaign_id: str, count: int) -> str:
+def _queue_generation(uow: UnitOfWork, campaign_id: str, count: int, *, owner: str | None = None) -> str:
+    """A new job, free for any process to claim, or (`owner`) already held by the caller."""
     job_id = new_id("gen")
+    lease = timedelta(seconds=uow.ctx.settings.generation_lease_s)
     uow.conn.execute(
         insert(code_generation_jobs).values(
             id=job_id,
@@ -769,7 +771,9 @@ def _queue_generation(uow: UnitOfWork, campaign_id: str, count: int) -> str:
             requested=count,
             generated=0,
             status=GENERATION_RUNNING,
-            attempts=0,
+            lease_owner=owner,
+            lease_until=uow.now + lease if owner is not None else None,
+            attempts=1 if owner is not None else 0,
             created_at=uow.now,
             updated_at=uow.now,
         )
@@ -956,19 +960,31 @@ def generate_codes(
     progress: Callable[[int], None] | None = None,
     chunk: int = GENERATION_CHUNK,
 ) -> int:
-    """Request `count` codes and generate them in this process (the CLI and the benchmark)."""
+    """Request `count` codes and generate them in this process (the benchmark)."""
+    owner = generation_owner()
+    _campaign, job = hold_new_generation(ctx, campaign_ref, count, owner)
+    return run_generation_job(ctx, job, owner, progress=progress, chunk=chunk)
+
+
+def hold_new_generation(
+    ctx: AppContext, campaign_ref: str, count: int, owner: str
+) -> tuple[Campaign, GenerationJob]:
+    """Request codes as a job this process holds from the start (`perkflow codes generate`), so that
+    the background jobs of a running server do not take it over while this process works on it."""
     from perkflow.core import transactions
 
-    campaign = transactions.run(ctx, lambda uow: request_codes(uow, campaign_ref, count))
-    owner = generation_owner()
-    made = 0
-    for job in claim_generation_jobs(ctx, owner, campaign_id=campaign.id):
-        made += run_generation_job(ctx, job, owner, progress=progress, chunk=chunk)
-    return made
+    def work(uow: UnitOfWork) -> tuple[Campaign, GenerationJob]:
+        campaign = request_codes(uow, campaign_ref, count, owner=owner)
+        job = unfinished_generation(uow, campaign.id)
+        assert job is not None
+        return campaign, job
+
+    return transactions.run(ctx, work)
 
 
-def request_codes(uow: UnitOfWork, ref: str, count: int) -> Campaign:
-    """Ask for `count` more codes: checked against the pattern's capacity, queued as a generation job."""
+def request_codes(uow: UnitOfWork, ref: str, count: int, *, owner: str | None = None) -> Campaign:
+    """Ask for `count` more codes: checked against the pattern's capacity, queued as a generation job
+    (held by `owner` when given, else for the first process that claims it)."""
     campaign = get_campaign(uow, ref, lock=True)
     running = unfinished_generation(uow, campaign.id)
     if running is not None:
@@ -1018,7 +1034,7 @@ def request_codes(uow: UnitOfWork, ref: str, count: int) -> Campaign:
             updated_at=uow.now,
         )
     )
-    _queue_generation(uow, campaign.id, count)
+    _queue_generation(uow, campaign.id, count, owner=owner)
     return get_campaign(uow, campaign.id)
 
 
