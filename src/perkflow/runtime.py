@@ -1,5 +1,6 @@
 """Background work that runs beside the API in `perkflow serve` and alone in `perkflow worker`:
-delivery to the connected platforms, and periodic jobs (settling points, purging delivered items)."""
+delivery to the connected platforms, and periodic jobs (settling points, purging delivered items,
+resuming interrupted code generation)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,20 @@ class BackgroundJobs:
 
     def __init__(self, ctx: AppContext, *, delivery_threads: int | None = None) -> None:
         from perkflow.ledger.service import settle_due_accounts
+        from perkflow.promotions.service import resume_generation
         from perkflow.sync.deliveries import purge_delivered
         from perkflow.sync.worker import DeliveryWorker
 
         self.ctx = ctx
+        self._stop = threading.Event()
         self.tasks: list[PeriodicTask] = [
             PeriodicTask("settle points", ctx.settings.settle_interval_s, lambda: settle_due_accounts(ctx)),
             PeriodicTask("purge delivered outbox items", 3600.0, lambda: purge_delivered(ctx)),
+            # Code generation jobs whose process died (or was stopped) are finished here.
+            PeriodicTask("resume code generation", 5.0, lambda: resume_generation(ctx, stop=self._stop)),
         ]
         count = ctx.settings.delivery_threads if delivery_threads is None else delivery_threads
         self.workers = [DeliveryWorker(ctx) for _ in range(count)]
-        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def add(self, task: PeriodicTask) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from perkflow.core.context import AppContext
 from perkflow.promotions import service
-from perkflow.promotions.tables import vouchers
+from perkflow.promotions.tables import campaigns, vouchers
 from tests.promotions.conftest import create_campaign, publish
 
 
@@ -142,3 +142,71 @@ def test_export_streams_codes_and_can_skip_published_ones(
     with ctx.uow(write=False) as uow:
         total = uow.conn.execute(select(func.count()).select_from(vouchers)).scalar_one()
     assert total == 30
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"charset": " ab"},
+        {"charset": 'a,"\n'},
+        {"charset": "ab'"},
+        {"charset": "äöüß"},
+        {"charset": "😀😃"},
+        {"prefix": "SUMMER SALE-"},
+        {"postfix": "-\t26"},
+        {"prefix": "A,B"},
+        {"prefix": "#"},
+        {"pattern": "GIFT-##\n"},
+        {"pattern": 'GIFT-"##"'},
+        {"pattern": "ÄÄ-####"},
+        {"length": 1.5},
+        {"length": 10**15},
+    ],
+)
+def test_codes_are_refused_characters_a_code_list_cannot_carry(
+    api: TestClient, config: dict[str, object]
+) -> None:
+    native = api.post(
+        "/api/v1/campaigns",
+        json={
+            "name": "Odd",
+            "discount": {"type": "AMOUNT", "amount_off": 1},
+            "code_config": config,
+            "vouchers_count": 3,
+        },
+    )
+    assert native.status_code in (400, 422), native.text
+    assert native.json()["code"] in ("invalid_code_config", "invalid_input")
+    compatible = api.post(
+        "/v1/campaigns",
+        json={
+            "name": "Odd",
+            "vouchers_count": 3,
+            "voucher": {
+                "type": "DISCOUNT_VOUCHER",
+                "discount": {"type": "AMOUNT", "amount_off": 1},
+                "code_config": config,
+            },
+        },
+    )
+    assert compatible.status_code == 400 and compatible.json()["key"] == "invalid_code_config", (
+        compatible.text
+    )
+    assert api.get("/api/v1/campaigns").json()["data"] == []
+
+
+def test_export_quotes_codes_that_need_it(api: TestClient, ctx: AppContext) -> None:
+    import csv
+    import io
+
+    campaign = create_campaign(api, vouchers_count=2)
+    with ctx.uow() as uow:  # codes made before their characters were checked (or imported)
+        pk = uow.conn.execute(select(campaigns.c.pk).where(campaigns.c.id == campaign["id"])).scalar_one()
+        uow.conn.execute(
+            vouchers.insert(), [{"campaign_pk": pk, "code": 'A,"B'}, {"campaign_pk": pk, "code": "C\nD"}]
+        )
+        uow.commit()
+    text = api.get(f"/api/v1/campaigns/{campaign['id']}/codes.csv").text
+    rows = list(csv.reader(io.StringIO(text)))
+    assert all(len(row) == 1 for row in rows) and len(rows) == 4
+    assert [row[0] for row in rows][2:] == ['A,"B', "C\nD"]

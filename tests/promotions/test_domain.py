@@ -15,6 +15,7 @@ from perkflow.promotions.domain import (
     check_rules,
     gift_credit,
     gift_debit,
+    require_payable_order,
 )
 
 NOW = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
@@ -129,3 +130,24 @@ def test_orders_sum_their_items_and_refuse_bad_amounts() -> None:
         with pytest.raises(RuleViolation) as caught:
             Order.parse(raw)
         assert caught.value.key == "invalid_payload"
+
+
+def test_a_gift_card_needs_an_order_amount_to_pay() -> None:
+    with pytest.raises(RuleViolation) as missing:
+        require_payable_order(Order.parse(None), 0)
+    assert missing.value.key == "missing_amount"
+    assert Order.parse({}).amount_given is False and Order.parse({"items": [{"amount": 5}]}).amount_given
+    with pytest.raises(RuleViolation) as zero:
+        require_payable_order(Order.parse({"amount": 0}), 0)
+    assert zero.value.key == "invalid_amount"
+    with pytest.raises(RuleViolation) as covered:
+        require_payable_order(Order.parse({"amount": 100}), 0)
+    assert covered.value.key == "invalid_amount"
+    require_payable_order(Order.parse({"amount": 100}), 40)
+
+
+def test_customer_limits_need_a_customer() -> None:
+    with pytest.raises(RuleViolation) as missing:
+        check_rules(Rules(max_redemptions_per_customer=1), state(customer_known=False), Order(100), NOW)
+    assert missing.value.key == "missing_customer"
+    check_rules(Rules(), state(customer_known=False), Order(100), NOW)

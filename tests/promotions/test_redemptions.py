@@ -99,9 +99,9 @@ def test_each_validation_rule(api: TestClient, ctx: AppContext, clock: ManualClo
             insert(segment_members).values(segment_id="vip", member_id="ana", source="api", added_at=uow.now)
         )
 
+    transactions.run(ctx, vip_segment)
     vip = create_campaign(api, name="VIP only", segment_id="vip")
     code = code_for(api, vip, "ana")
-    transactions.run(ctx, vip_segment)
     assert reason(api, code, customer="ana") is None
     assert reason(api, code, customer="ben") == "customer_rules_violated"
 
@@ -187,6 +187,11 @@ def test_loyalty_reward_redemption_rollback_restores_the_points(api: TestClient)
     assert api.get(f"/v1/vouchers/{card['code']}").json()["loyalty_card"]["balance"] == 300
     no_reward = redeem(api, card["code"], "ana")
     assert no_reward.status_code == 400 and no_reward.json()["key"] == "missing_reward"
+    for _ in range(2):  # a long source_id is still one idempotency key (and no 500 on PostgreSQL)
+        added = api.post(
+            f"/v1/loyalties/members/{card['code']}/balance", json={"points": 5, "source_id": "s" * 300}
+        )
+        assert added.status_code == 200 and added.json()["balance"] == 305, added.text
 
 
 def test_stacked_redemption_rolls_back_through_its_parent(api: TestClient) -> None:
@@ -253,3 +258,166 @@ def test_one_use_left_exactly_one_concurrent_redemption_wins(
         thread.join()
     assert sorted(statuses) == [200] + [400] * 7
     assert api.get(f"/v1/vouchers/{code}").json()["redemption"]["redeemed_quantity"] == 1
+
+
+def test_customer_rules_hold_when_the_request_names_no_customer(api: TestClient, demo: AppContext) -> None:
+    # Without `customer` the redeemer is the code's holder, and the rules about customers apply to them.
+    once = create_campaign(api, name="Once each", max_redemptions_per_customer=1)
+    code = code_for(api, once, "ana")
+    anonymous = {"redeemables": [{"object": "voucher", "id": code}], "order": {"amount": 1000}}
+    first = api.post("/v1/redemptions", json=anonymous)
+    assert first.status_code == 200 and first.json()["redemptions"][0]["customer_id"] == "ana"
+    second = api.post("/v1/redemptions", json=anonymous)
+    assert second.status_code == 400 and second.json()["key"] == "redemption_rules_violated"
+    checked = api.post("/v1/validations", json=anonymous).json()
+    assert checked["valid"] is False
+    assert checked["redeemables"][0]["result"]["error"]["key"] == "redemption_rules_violated"
+    assert api.get(f"/v1/vouchers/{code}").json()["redemption"]["redeemed_quantity"] == 1
+    # A code nobody holds cannot be counted against anyone: the customer is required.
+    free = api.get(f"/api/v1/campaigns/{once['id']}/codes.csv", params={"unpublished": True}).text.split()[0]
+    unknown = api.post(
+        "/v1/validations", json={"redeemables": [{"id": free}], "order": {"amount": 1000}}
+    ).json()
+    assert unknown["redeemables"][0]["result"]["error"]["key"] == "missing_customer"
+
+    api.post("/api/v1/events", json={"customer": "ana", "action": "opt_in", "data": {}})
+    referral = create_campaign(
+        api, name="Refer a friend", campaign_type="REFERRAL_PROGRAM", referral={"points": 50}
+    )
+    own_code = code_for(api, referral, "ana")
+    before = api.get("/api/v1/members/ana/points").json()["points"]["balance"]
+    own = api.post("/v1/redemptions", json={"redeemables": [{"id": own_code}], "order": {"amount": 1000}})
+    assert own.status_code == 400 and own.json()["key"] == "customer_rules_violated"
+    assert api.get("/api/v1/members/ana/points").json()["points"]["balance"] == before
+    assert api.get(f"/v1/vouchers/{own_code}").json()["redemption"]["redeemed_quantity"] == 0
+
+
+def test_gift_credits_source_id_is_an_idempotency_key(
+    api: TestClient, server: ServerThread, admin_key: str
+) -> None:
+    campaign = create_campaign(
+        api, name="Gift", campaign_type="GIFT_VOUCHERS", discount=None, gift_amount=5000
+    )
+    code = code_for(api, campaign)
+    topup = {"amount": 1000, "source_id": "topup-1"}
+    assert api.post(f"/v1/vouchers/{code}/balance", json=topup).json()["balance"] == 6000
+    assert api.post(f"/v1/vouchers/{code}/balance", json=topup).json()["balance"] == 6000
+    native = api.post(f"/api/v1/vouchers/{code}/credits", json=topup)
+    assert native.status_code == 200 and native.json()["gift"]["balance"] == 6000
+    other = api.post(f"/v1/vouchers/{code}/balance", json={"amount": 999, "source_id": "topup-1"})
+    assert other.status_code == 400 and other.json()["key"] == "duplicate_source_id"
+    long_source = "s" * 300  # with the code it exceeds the dedup key's 300 characters
+    for _ in range(2):
+        response = api.post(f"/api/v1/vouchers/{code}/credits", json={"amount": 10, "source_id": long_source})
+        assert response.status_code == 200 and response.json()["gift"]["balance"] == 6010, response.text
+
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def credit() -> None:
+        with httpx.Client(base_url=server.url, headers=app_headers(admin_key), timeout=30) as client:
+            response = client.post(f"/v1/vouchers/{code}/balance", json={"amount": 500, "source_id": "raced"})
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=credit) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 6
+    card = api.get(f"/v1/vouchers/{code}").json()["gift"]
+    assert card == {**card, "balance": 6510, "amount": 6510}
+    types = [a["type"] for a in api.get("/api/v1/members/ana/activities").json()["data"]]
+    assert types.count("gift_credits_added") == 3
+
+
+def test_rollback_takes_back_the_referrers_reward(api: TestClient, demo: AppContext) -> None:
+    api.post("/api/v1/events", json={"customer": "ana", "action": "opt_in", "data": {}})
+    prizes = create_campaign(api, name="Prizes", vouchers_count=5)
+    campaign = create_campaign(
+        api,
+        name="Refer a friend",
+        campaign_type="REFERRAL_PROGRAM",
+        referral={"points": 50, "campaign_id": prizes["id"]},
+    )
+    code = code_for(api, campaign, "ana")
+
+    def points() -> int:
+        return int(api.get("/api/v1/members/ana/points").json()["points"]["balance"])
+
+    def prize_codes() -> list[str]:
+        found = api.get("/v1/vouchers", params={"customer": "ana", "campaign": prizes["id"]}).json()
+        return [v["code"] for v in found["vouchers"]]
+
+    before = points()
+    first = redeem(api, code, "ben").json()["redemptions"][0]
+    assert points() == before + 50 and len(prize_codes()) == 1
+    prize = prize_codes()[0]
+    assert api.post(f"/v1/redemptions/{first['id']}/rollback").status_code == 200
+    assert points() == before
+    assert api.get(f"/v1/vouchers/{prize}").json()["active"] is False
+    assert reason(api, prize, customer="ana") == "voucher_disabled"
+    revoked = next(
+        a
+        for a in api.get("/api/v1/members/ana/activities").json()["data"]
+        if a["type"] == "referral_reward_revoked"
+    )
+    assert revoked["points_delta"] == -50 and revoked["data"]["reward_code"] == {
+        "code": prize,
+        "revoked": True,
+    }
+
+    # A reward already used stays used: the spent points cannot be taken back below zero, the
+    # redeemed prize code stays as it is, and the shortfall is on record.
+    second = redeem(api, code, "cleo").json()["redemptions"][0]
+    latest = next(c for c in prize_codes() if c != prize)
+    assert redeem(api, latest, "ana").status_code == 200
+    spend = api.post(
+        "/api/v1/events", json={"customer": "ana", "action": "point_subtract", "data": {"points": points()}}
+    )
+    assert spend.status_code == 201, spend.text
+    assert api.post(f"/v1/redemptions/{second['id']}/rollback").status_code == 200
+    assert points() == 0
+    assert api.get(f"/v1/vouchers/{latest}").json()["active"] is True
+    revocations = [
+        a
+        for a in api.get("/api/v1/members/ana/activities").json()["data"]
+        if a["type"] == "referral_reward_revoked"
+    ]
+    assert revocations[0]["effects"]["points_unrecovered"] == 50
+    assert revocations[0]["data"]["reward_code"]["revoked"] is False
+
+
+def test_a_gift_card_is_refused_without_an_order_to_pay(api: TestClient) -> None:
+    campaign = create_campaign(
+        api, name="Gift", campaign_type="GIFT_VOUCHERS", discount=None, gift_amount=5000
+    )
+    code = code_for(api, campaign)
+    for order, key in (
+        (None, "missing_amount"),
+        ({}, "missing_amount"),
+        ({"amount": 0}, "invalid_amount"),
+        ({"items": [{"price": 0, "quantity": 3}]}, "invalid_amount"),
+    ):
+        body: dict[str, Any] = {"redeemables": [{"id": code, "gift": {"credits": 300}}], "customer": "ana"}
+        if order is not None:
+            body["order"] = order
+        refused = api.post("/v1/redemptions", json=body)
+        assert refused.status_code == 400 and refused.json()["key"] == key, (order, refused.text)
+        checked = api.post("/v1/validations", json=body).json()
+        assert checked["redeemables"][0]["result"]["error"]["key"] == key
+    # Another code already paid for the whole order: nothing is left for the card.
+    full = create_campaign(api, name="Everything", discount={"type": "PERCENT", "percent_off": 100})
+    stacked = api.post(
+        "/v1/redemptions",
+        json={
+            "redeemables": [{"id": code_for(api, full)}, {"id": code}],
+            "customer": "ana",
+            "order": {"amount": 1000},
+        },
+    )
+    assert stacked.status_code == 400 and stacked.json()["key"] == "invalid_amount"
+    voucher = api.get(f"/v1/vouchers/{code}").json()
+    assert voucher["redemption"]["redeemed_quantity"] == 0 and voucher["gift"]["balance"] == 5000
+    assert redeem(api, code, "ana", amount=700).json()["redemptions"][0]["amount"] == 700

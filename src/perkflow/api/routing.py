@@ -67,9 +67,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
-            response = JSON(
-                error_body("invalid_input", "the URL may not contain NUL characters"), status_code=400
-            )
+            response = _error(scope, 400, "invalid_input", "the URL may not contain NUL characters", {})
             await response(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -93,15 +91,23 @@ class BodySizeLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSON(
-            error_body(
-                "payload_too_large",
-                f"the request body is larger than {self.max_bytes} bytes",
-                {"max_bytes": self.max_bytes},
-            ),
-            status_code=413,
+        response = _error(
+            scope,
+            413,
+            "payload_too_large",
+            f"the request body is larger than {self.max_bytes} bytes",
+            {"max_bytes": self.max_bytes},
         )
         await response(scope, receive, send)
+
+
+def _error(scope: Scope, status: int, code: str, message: str, details: dict[str, Any]) -> JSON:
+    """An error answered before routing, in the shape of the API the path belongs to."""
+    from perkflow.voucherify import errors as compat
+
+    if compat.is_compatible_path(scope.get("path", "")):
+        return compat.http_response(status, message)
+    return JSON(error_body(code, message, details), status_code=status)
 
 
 class BodyTooLarge(Exception):

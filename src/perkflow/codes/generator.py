@@ -27,10 +27,27 @@ CHARSET_ALIASES = {
 }
 PLACEHOLDER = "#"
 MAX_CODE_LENGTH = 100
+# Codes are typed by people and travel in URLs, Liquid templates and one-column CSV files (Braze
+# promotion-code lists): printable ASCII only, and none of the characters a CSV or a shell quotes.
+UNSAFE = frozenset(",\"'`\\")
 
 
 class CodeConfigError(ValueError):
     pass
+
+
+def check_characters(text: str, what: str, *, placeholder: bool = False) -> None:
+    """Refuse characters a code may not contain (`placeholder`: '#' is allowed, as in a pattern)."""
+    for char in text:
+        if not "!" <= char <= "~":
+            raise CodeConfigError(
+                f"{what} may only contain printable ASCII characters, no spaces or line breaks "
+                f"({char!r} is not allowed)"
+            )
+        if char in UNSAFE:
+            raise CodeConfigError(f"{what} may not contain {char!r}: codes must not need quoting in a CSV")
+        if char == PLACEHOLDER and not placeholder:
+            raise CodeConfigError(f"{what} may not contain '#', the pattern placeholder")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +74,19 @@ class CodeConfig:
             raise CodeConfigError("the charset needs at least two characters")
         if len(set(chars)) != len(chars):
             raise CodeConfigError("the charset repeats characters")
-        if PLACEHOLDER in chars:
-            raise CodeConfigError("the charset may not contain '#', the pattern placeholder")
+        check_characters(chars, "the charset")
+        check_characters(prefix or "", "the prefix")
+        check_characters(postfix or "", "the postfix")
         if pattern is not None:
+            check_characters(pattern, "the pattern", placeholder=True)
             slots = pattern.count(PLACEHOLDER)
             if slots == 0:
                 raise CodeConfigError("the pattern needs at least one '#' placeholder")
             length = slots
         elif length is None:
             length = 8
-        if length < 1:
-            raise CodeConfigError("the code length must be at least 1")
+        if not 1 <= length <= MAX_CODE_LENGTH:
+            raise CodeConfigError(f"the code length must be between 1 and {MAX_CODE_LENGTH}")
         config = cls(
             length=length, charset=chars, prefix=prefix or "", postfix=postfix or "", pattern=pattern
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -22,6 +22,10 @@ metadata = MetaData(
 
 # JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+# Money, points and counters whose accepted values exceed int4: BIGINT on PostgreSQL. SQLite's INTEGER
+# already holds 64 bits, and keeping it there spares large tables a rebuild when a column widens.
+WideInteger = BigInteger().with_variant(Integer, "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     delivery_threads: int = Field(default=1, ge=0, le=64)
     # How long a worker holds claimed items; a worker that dies leaves them to others after this.
     delivery_lease_s: float = Field(default=60.0, gt=0)
+    # How long a process holds a code generation job between chunks; a job whose holder died is
+    # resumed by `perkflow serve` / `perkflow worker` (or `perkflow codes resume`) after this.
+    generation_lease_s: float = Field(default=60.0, gt=0)
     # The member's wallet page, written next to codes by distributions ({member_id} is URL-encoded).
     wallet_url_template: str = "https://wallet.example.com/members/{member_id}"
     secret_key: str | None = None

@@ -243,10 +243,17 @@ def distribute_activities(uow: UnitOfWork, batch: list[Activity]) -> None:
 
 
 def _run_for_activity(uow: UnitOfWork, distribution: Distribution, activity: Activity) -> None:
-    campaign = get_campaign(uow, distribution.campaign_id)
-    code = activity.data.get("code")
-    if activity.data.get("campaign_id") == campaign.id and isinstance(code, str):
-        voucher = get_voucher(uow, code)
+    try:
+        campaign = get_campaign(uow, distribution.campaign_id)
+        code = activity.data.get("code")
+        voucher = None
+        if activity.data.get("campaign_id") == campaign.id and isinstance(code, str):
+            voucher = get_voucher(uow, code)
+    except PromotionError:
+        # The campaign (or the code) was deleted since this process cached the distribution: the
+        # triggering change must still go through.
+        return
+    if voucher is not None:
         _queue(uow, distribution, campaign, voucher, activity.member_id)
         return
     if activity.type in NEVER_PUBLISH:

@@ -14,6 +14,8 @@ CAMPAIGN_TYPES = {
 }
 DISCOUNT_TYPES = ("AMOUNT", "PERCENT", "FIXED")
 MAX_AMOUNT = 10**12  # minor units; anything larger is a mistake, and it keeps sums inside 64 bits
+MAX_QUANTITY = 10**6  # units of one order item
+MAX_ITEMS = 1000  # items of one order: with MAX_AMOUNT each, their sum stays far inside 64 bits
 
 
 class RuleViolation(Exception):
@@ -41,24 +43,39 @@ class Order:
     items: tuple[OrderItem, ...] = ()
     id: str | None = None
     source_id: str | None = None
+    amount_given: bool = True  # False: the request gave neither order.amount nor items
 
     @classmethod
     def parse(cls, raw: Any) -> Order:
         """An order from a request: `amount`, or the sum of its items' `amount` or `price` x `quantity`."""
         if raw is None:
-            return cls(amount=0)
+            return cls(amount=0, amount_given=False)
         if not isinstance(raw, dict):
             raise RuleViolation("invalid_payload", "order must be an object")
+        raw_items = raw.get("items")
+        if raw_items is not None and not isinstance(raw_items, list):
+            raise RuleViolation("invalid_payload", "order.items must be a list")
+        if raw_items is not None and len(raw_items) > MAX_ITEMS:
+            raise RuleViolation("invalid_payload", f"an order has at most {MAX_ITEMS} items")
         items = []
-        for index, item in enumerate(raw.get("items") or []):
+        for index, item in enumerate(raw_items or []):
             if not isinstance(item, dict):
                 raise RuleViolation("invalid_payload", f"order.items[{index}] must be an object")
             quantity = _int(item.get("quantity", 1), f"order.items[{index}].quantity", minimum=0)
+            if quantity > MAX_QUANTITY:
+                raise RuleViolation(
+                    "invalid_payload", f"order.items[{index}].quantity may not exceed {MAX_QUANTITY}"
+                )
             if item.get("amount") is not None:
                 amount = _int(item["amount"], f"order.items[{index}].amount", minimum=0)
             else:
                 price = _int(item.get("price", 0), f"order.items[{index}].price", minimum=0)
                 amount = price * quantity
+                if amount > MAX_AMOUNT:
+                    raise RuleViolation(
+                        "invalid_payload",
+                        f"order.items[{index}]: price x quantity may not exceed {MAX_AMOUNT}",
+                    )
             items.append(
                 OrderItem(
                     product_id=_str_or_none(item.get("product_id")),
@@ -78,6 +95,7 @@ class Order:
             items=tuple(items),
             id=_str_or_none(raw.get("id")),
             source_id=_str_or_none(raw.get("source_id")),
+            amount_given=raw.get("amount") is not None or bool(items),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +225,25 @@ def gift_debit(balance: int, order_remaining: int, requested: int | None) -> int
     return min(balance, order_remaining)
 
 
+def require_payable_order(order: Order, order_remaining: int) -> None:
+    """A gift card pays for an order; with no amount to pay it would use up a redemption for nothing.
+
+    The keys are Voucherify's redemption failure codes for orders without or with a wrong amount.
+    """
+    if not order.amount_given:
+        raise RuleViolation(
+            "missing_amount", "a gift card pays for an order: give order.amount (minor units) or its items"
+        )
+    if order.amount <= 0:
+        raise RuleViolation("invalid_amount", "order.amount must be above 0 to pay with a gift card")
+    if order_remaining <= 0:
+        raise RuleViolation(
+            "invalid_amount",
+            "the other codes already cover the whole order: nothing is left for the gift card to pay",
+            details={"order_amount": order.amount},
+        )
+
+
 def gift_credit(balance: int, amount: int) -> int:
     """The balance after adding credits (a positive amount)."""
     if amount <= 0:
@@ -242,6 +279,7 @@ class CodeState:
     campaign_redemptions: int
     customer_redemptions: int
     in_segment: bool | None = None  # None: the campaign has no segment rule
+    customer_known: bool = True  # False: neither the request nor the code's holder says who redeems
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -272,6 +310,12 @@ def check_rules(rules: Rules, state: CodeState, order: Order, now: datetime) -> 
             "redemption_rules_violated",
             f"the campaign's limit of {rules.max_redemptions} redemptions is reached",
             details={"max_redemptions": rules.max_redemptions},
+        )
+    if rules.max_redemptions_per_customer is not None and not state.customer_known:
+        raise RuleViolation(
+            "missing_customer",
+            "the campaign limits redemptions per customer: give the customer (the code is not published)",
+            details={"max_redemptions_per_customer": rules.max_redemptions_per_customer},
         )
     if (
         rules.max_redemptions_per_customer is not None

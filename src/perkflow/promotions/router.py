@@ -36,9 +36,7 @@ def create_campaign(body: CampaignCreate, ctx: Ctx) -> JSON:
     def work(uow: UnitOfWork) -> dict[str, Any]:
         campaign = service.create_campaign(uow, spec)
         if campaign.generation_status == "IN_PROGRESS":
-            uow.after_commit(
-                lambda: service.start_background_generation(ctx, campaign.id, campaign.vouchers_count)
-            )
+            uow.after_commit(lambda: service.start_background_generation(ctx, campaign.id))
         return campaign.to_public()
 
     return JSON(write(ctx, work), status_code=201)
@@ -75,7 +73,7 @@ def delete_campaign(campaign_id: str, ctx: Ctx) -> Response:
 def generate(campaign_id: str, body: GenerateBody, ctx: Ctx) -> JSON:
     """Add codes in the background; the campaign's `generation` shows progress."""
     campaign = write(ctx, lambda uow: service.request_codes(uow, campaign_id, body.count))
-    service.start_background_generation(ctx, campaign.id, body.count)
+    service.start_background_generation(ctx, campaign.id)
     return JSON(campaign.to_public(), status_code=202)
 
 

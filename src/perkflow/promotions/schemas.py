@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from perkflow.promotions.domain import MAX_AMOUNT
+
 
 class CodeConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,10 +23,10 @@ class DiscountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["AMOUNT", "PERCENT", "FIXED"]
-    amount_off: int | None = Field(default=None, ge=0, le=10**12)
+    amount_off: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
     percent_off: int | float | None = Field(default=None, gt=0, le=100)
-    amount_limit: int | None = Field(default=None, ge=0, le=10**12)
-    fixed_amount: int | None = Field(default=None, ge=0, le=10**12)
+    amount_limit: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    fixed_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
 
 
 class ReferralIn(BaseModel):
@@ -45,16 +47,20 @@ class CampaignCreate(BaseModel):
     )
     type: Literal["AUTO_UPDATE", "STATIC"] = "STATIC"
     discount: DiscountIn | None = None
-    gift_amount: int | None = Field(default=None, ge=1, le=10**12, description="Minor units per gift card")
-    redemption_quantity: int | None = Field(default=None, ge=1, description="Uses per code; none = unlimited")
+    gift_amount: int | None = Field(
+        default=None, ge=1, le=MAX_AMOUNT, description="Minor units per gift card"
+    )
+    redemption_quantity: int | None = Field(
+        default=None, ge=1, le=MAX_AMOUNT, description="Uses per code; none = unlimited"
+    )
     code_config: CodeConfigIn | None = None
     vouchers_count: int = Field(default=0, ge=0, le=10_000_000)
     start_date: AwareDatetime | None = None
     expiration_date: AwareDatetime | None = None
-    max_redemptions: int | None = Field(default=None, ge=1)
-    max_redemptions_per_customer: int | None = Field(default=None, ge=1)
-    min_order_amount: int | None = Field(default=None, ge=0, le=10**12)
-    segment_id: str | None = None
+    max_redemptions: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    max_redemptions_per_customer: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    min_order_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    segment_id: str | None = Field(default=None, max_length=64)
     join_once: bool = False
     active: bool = True
     program_id: str | None = None
@@ -70,10 +76,10 @@ class CampaignUpdate(BaseModel):
     description: str | None = None
     start_date: AwareDatetime | None = None
     expiration_date: AwareDatetime | None = None
-    max_redemptions: int | None = Field(default=None, ge=1)
-    max_redemptions_per_customer: int | None = Field(default=None, ge=1)
-    min_order_amount: int | None = Field(default=None, ge=0, le=10**12)
-    segment_id: str | None = None
+    max_redemptions: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    max_redemptions_per_customer: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    min_order_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    segment_id: str | None = Field(default=None, max_length=64)
 
 
 class GenerateBody(BaseModel):
@@ -85,7 +91,7 @@ class GenerateBody(BaseModel):
 class GiftCredits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount: int = Field(ge=1, le=10**12)
+    amount: int = Field(ge=1, le=MAX_AMOUNT)
     source_id: str | None = Field(default=None, max_length=300)
 
 

@@ -4,15 +4,19 @@ gift credits, loyalty cards on the points ledger, referral rewards and Voucherif
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from perkflow.activity.stream import Activity, ActivityLog
@@ -25,11 +29,12 @@ from perkflow.core.ids import new_id
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import Account, AccountRepository
 from perkflow.ledger.domain import InsufficientPoints
-from perkflow.ledger.service import record_earning, record_spend, settle_if_due
+from perkflow.ledger.service import allocations_json, record_earning, record_spend, settle_if_due
 from perkflow.members.repository import Member, MemberRepository
 from perkflow.programs.service import ProgramCatalog, create_program
 from perkflow.promotions.domain import (
     CAMPAIGN_TYPES,
+    MAX_AMOUNT,
     CodeState,
     Discount,
     Order,
@@ -38,9 +43,12 @@ from perkflow.promotions.domain import (
     check_rules,
     gift_credit,
     gift_debit,
+    require_payable_order,
 )
 from perkflow.promotions.tables import (
     campaigns,
+    code_generation_jobs,
+    distributions,
     promotion_rewards,
     publications,
     redemption_rollbacks,
@@ -123,6 +131,7 @@ class Campaign:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    deleted_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Campaign:
@@ -161,6 +170,7 @@ class Campaign:
             metadata=row.metadata or {},
             created_at=row.created_at,
             updated_at=row.updated_at,
+            deleted_at=row.deleted_at,
         )
 
     @property
@@ -219,6 +229,7 @@ class Campaign:
             "metadata": self.metadata,
             "created_at": isoformat_z(self.created_at),
             "updated_at": isoformat_z(self.updated_at),
+            "deleted_at": isoformat_z(self.deleted_at) if self.deleted_at else None,
         }
 
 
@@ -254,33 +265,44 @@ def campaign_cache(ctx: AppContext) -> CampaignCache:
     return found
 
 
-def get_campaign(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Campaign:
-    """A campaign by id or by name."""
-    stmt = select(campaigns).where(or_(campaigns.c.id == ref, campaigns.c.name == ref)).limit(1)
+def get_campaign(uow: UnitOfWork, ref: str, *, lock: bool = False, include_deleted: bool = False) -> Campaign:
+    """A live campaign by id or by name; `include_deleted` also finds a deleted one by its id (history)."""
+    stmt = (
+        select(campaigns)
+        .where(or_(campaigns.c.id == ref, campaigns.c.name == ref), campaigns.c.deleted_at.is_(None))
+        .limit(1)
+    )
     if lock:
         stmt = uow.db.for_update(stmt)
     row = uow.conn.execute(stmt).first()
+    if row is None and include_deleted:
+        row = uow.conn.execute(select(campaigns).where(campaigns.c.id == ref)).first()
     if row is None:
         raise not_found("campaign", ref)
     return Campaign.from_row(row)
 
 
 def list_campaigns(uow: UnitOfWork, *, limit: int = 100, after: str = "") -> list[Campaign]:
-    stmt = select(campaigns).where(campaigns.c.id > after).order_by(campaigns.c.id).limit(limit)
+    stmt = (
+        select(campaigns)
+        .where(campaigns.c.id > after, campaigns.c.deleted_at.is_(None))
+        .order_by(campaigns.c.id)
+        .limit(limit)
+    )
     return [Campaign.from_row(row) for row in uow.conn.execute(stmt)]
 
 
 def build_code_config(raw: dict[str, Any] | None) -> CodeConfig:
     raw = raw or {}
     length = raw.get("length")
-    if length is not None and (isinstance(length, bool) or not isinstance(length, int | float)):
-        raise PromotionError("invalid_campaign", "code_config.length must be an integer")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+        raise PromotionError("invalid_code_config", "code_config.length must be an integer")
     for key in ("charset", "prefix", "postfix", "pattern"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise PromotionError("invalid_campaign", f"code_config.{key} must be a string")
     try:
         return CodeConfig.build(
-            length=int(length) if length is not None else None,
+            length=length,
             charset=raw.get("charset"),
             prefix=raw.get("prefix"),
             postfix=raw.get("postfix"),
@@ -290,12 +312,35 @@ def build_code_config(raw: dict[str, Any] | None) -> CodeConfig:
         raise PromotionError("invalid_code_config", str(exc)) from exc
 
 
+# Dates a campaign or a lot may carry: wide enough for any real use, far enough from datetime's
+# limits that converting to UTC or adding a policy's days cannot overflow.
+EARLIEST_DATE = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def checked_date(moment: Any, name: str) -> datetime:
+    """An aware datetime in UTC within EARLIEST_DATE..LATEST_DATE, or a clear invalid_payload."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise PromotionError("invalid_payload", f"{name} must be an ISO-8601 date-time with a time zone")
+    try:
+        utc = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST_DATE <= utc < LATEST_DATE:
+        raise PromotionError(
+            "invalid_payload",
+            f"{name} must be between {EARLIEST_DATE.year} and {LATEST_DATE.year}",
+            details={name: moment.isoformat()},
+        )
+    return utc
+
+
 def _optional_int(spec: dict[str, Any], key: str, *, minimum: int = 0) -> int | None:
     value = spec.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > 10**12:
-        raise PromotionError("invalid_campaign", f"{key} must be an integer of at least {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_AMOUNT:
+        raise PromotionError("invalid_campaign", f"{key} must be an integer from {minimum} to {MAX_AMOUNT}")
     return value
 
 
@@ -308,7 +353,7 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise PromotionError("invalid_campaign", "name is required (at most 200 characters)")
     campaign_type = spec.get("campaign_type") or "DISCOUNT_COUPONS"
-    if campaign_type not in CAMPAIGN_TYPES:
+    if not isinstance(campaign_type, str) or campaign_type not in CAMPAIGN_TYPES:
         raise PromotionError(
             "invalid_campaign", f"campaign_type must be one of {', '.join(sorted(CAMPAIGN_TYPES))}"
         )
@@ -350,25 +395,29 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
         "segment_id": spec.get("segment_id"),
     }
     start, expiry = spec.get("start_date"), spec.get("expiration_date")
-    for moment in (start, expiry):
-        if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
-            raise PromotionError("invalid_campaign", "dates must be ISO-8601 with a time zone")
+    start = checked_date(start, "start_date") if start is not None else None
+    expiry = checked_date(expiry, "expiration_date") if expiry is not None else None
     if start is not None and expiry is not None and expiry <= start:
         raise PromotionError("invalid_campaign", "expiration_date must be after start_date")
     program_id = None
     join_once = bool(spec.get("join_once"))
+    currency = spec.get("currency")
+    if currency is not None and (not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency)):
+        raise PromotionError("invalid_campaign", "currency must be an ISO 4217 code such as EUR")
     if voucher_type == "LOYALTY_CARD":
         join_once = True  # a member has one card per program
         program_id = spec.get("program_id")
         catalog = uow.component(ProgramCatalog)
         if program_id is not None:
+            if not isinstance(program_id, str):
+                raise PromotionError("invalid_campaign", "program_id must be a program id")
             catalog.get(program_id)
         else:
             program = create_program(
                 uow,
                 {
                     "name": name,
-                    "currency": spec.get("currency") or "EUR",
+                    "currency": currency or "EUR",
                     "description": f"Loyalty program of campaign {name}",
                 },
             )
@@ -376,9 +425,9 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
             catalog.reload()
     referral = None
     if campaign_type == "REFERRAL_PROGRAM":
-        referral = _referral_config(uow, spec.get("referral") or {})
-    if rules["segment_id"] is not None and not isinstance(rules["segment_id"], str):
-        raise PromotionError("invalid_campaign", "segment_id must be a string")
+        referral = _referral_config(uow, spec.get("referral") if spec.get("referral") is not None else {})
+    if rules["segment_id"] is not None:
+        require_segment(uow, rules["segment_id"])
     campaign_id = new_id("camp")
     background = count > SYNC_GENERATION_LIMIT
     try:
@@ -426,19 +475,42 @@ def create_campaign(uow: UnitOfWork, spec: dict[str, Any]) -> Campaign:
         made = add_codes(uow, campaign, count)
         uow.conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(generated_count=made))
         campaign.generated_count = made
+    elif background:
+        _queue_generation(uow, campaign_id, count)
     uow.after_commit(campaign_cache(uow.ctx).invalidate)
     return campaign
 
 
-def _referral_config(uow: UnitOfWork, raw: dict[str, Any]) -> dict[str, Any]:
+def require_segment(uow: UnitOfWork, segment_id: Any) -> str:
+    """A campaign's segment rule must name a segment that exists, or every validation would fail."""
+    from perkflow.segments.tables import segments
+
+    if not isinstance(segment_id, str) or not segment_id or len(segment_id) > 64:
+        raise PromotionError("invalid_campaign", "segment_id must be a segment id (1 to 64 characters)")
+    if uow.conn.execute(select(segments.c.id).where(segments.c.id == segment_id)).first() is None:
+        raise not_found("segment", segment_id)
+    return segment_id
+
+
+def _referral_config(uow: UnitOfWork, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PromotionError(
+            "invalid_campaign", "referral must be an object with points, program_id and/or campaign_id"
+        )
     points = raw.get("points")
     if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points <= 0):
         raise PromotionError("invalid_campaign", "referral.points must be a positive integer")
+    if points is not None and points > 10**9:
+        raise PromotionError("invalid_campaign", "referral.points may not exceed 10^9")
     program_id = raw.get("program_id")
+    if program_id is not None and not isinstance(program_id, str):
+        raise PromotionError("invalid_campaign", "referral.program_id must be a program id")
     if points is not None:
         program_id = uow.component(ProgramCatalog).resolve(program_id).id
     reward_campaign = raw.get("campaign_id")
     if reward_campaign is not None:
+        if not isinstance(reward_campaign, str):
+            raise PromotionError("invalid_campaign", "referral.campaign_id must be a campaign id")
         reward_campaign = get_campaign(uow, reward_campaign).id
     if points is None and reward_campaign is None:
         raise PromotionError(
@@ -450,13 +522,24 @@ def _referral_config(uow: UnitOfWork, raw: dict[str, Any]) -> dict[str, Any]:
 def update_campaign(uow: UnitOfWork, ref: str, changes: dict[str, Any]) -> Campaign:
     campaign = get_campaign(uow, ref, lock=True)
     values: dict[str, Any] = {}
-    for key in ("active", "start_date", "expiration_date", "description", "max_redemptions"):
-        if key in changes:
+    for key in ("active", "description"):
+        if changes.get(key) is not None:
             values[key] = changes[key]
+    if "max_redemptions" in changes:
+        values["max_redemptions"] = changes["max_redemptions"]
+    for key in ("start_date", "expiration_date"):
+        if key in changes:
+            values[key] = checked_date(changes[key], key) if changes[key] is not None else None
+    start = values.get("start_date", campaign.start_date)
+    expiry = values.get("expiration_date", campaign.expiration_date)
+    if start is not None and expiry is not None and expiry <= start:
+        raise PromotionError("invalid_campaign", "expiration_date must be after start_date")
     rules = dict(campaign.rules_data)
     for key in ("max_redemptions_per_customer", "min_order_amount", "segment_id"):
         if key in changes:
             rules[key] = changes[key]
+    if "segment_id" in changes and changes["segment_id"] is not None:
+        require_segment(uow, changes["segment_id"])
     values["rules"] = {k: v for k, v in rules.items() if v is not None}
     values["updated_at"] = uow.now
     uow.conn.execute(update(campaigns).where(campaigns.c.id == campaign.id).values(**values))
@@ -465,11 +548,94 @@ def update_campaign(uow: UnitOfWork, ref: str, changes: dict[str, Any]) -> Campa
 
 
 def delete_campaign(uow: UnitOfWork, ref: str) -> Campaign:
+    """Delete a campaign the way Voucherify's bin does, without losing anything.
+
+    The campaign and its codes are kept with a deleted_at: they leave lists and lookups, cannot be
+    published, validated or redeemed, and their name can be used again, but redemptions still show
+    them and can still be rolled back (a gift card's balance is kept). Each holder of a code gets a
+    `voucher_deleted` activity. Refused while another live campaign hands out this campaign's codes.
+    """
+    from perkflow.promotions.distribution import distribution_cache
+
     campaign = get_campaign(uow, ref, lock=True)
-    uow.conn.execute(delete(vouchers).where(vouchers.c.campaign_pk == campaign.pk))
-    uow.conn.execute(delete(campaigns).where(campaigns.c.id == campaign.id))
+    _refuse_if_rewarded_elsewhere(uow, campaign)
+    running = unfinished_generation(uow, campaign.id)
+    if running is not None:
+        # Its generator stops at its next chunk: the job is no longer RUNNING.
+        _end_generation(uow, running, GENERATION_FAILED, "the campaign was deleted", owner=None)
+    held = [
+        Voucher.from_row(row)
+        for row in uow.conn.execute(
+            select(*VOUCHER_COLUMNS)
+            .where(
+                vouchers.c.campaign_pk == campaign.pk,
+                vouchers.c.holder_id.is_not(None),
+                vouchers.c.deleted_at.is_(None),
+            )
+            .order_by(vouchers.c.id)
+        )
+    ]
+    members = uow.component(MemberRepository).load_many({v.holder_id for v in held if v.holder_id}, lock=True)
+    log = uow.component(ActivityLog)
+    for voucher in held:
+        member = members.get(voucher.holder_id or "")
+        if member is None:
+            continue
+        log.record(
+            type="voucher_deleted",
+            member_id=member.id,
+            program_id=None,
+            chain=member,
+            data={"reason": "campaign_deleted", **_code_data(uow, campaign, voucher)},
+        )
+    uow.conn.execute(
+        update(vouchers)
+        .where(vouchers.c.campaign_pk == campaign.pk, vouchers.c.deleted_at.is_(None))
+        .values(deleted_at=uow.now)
+    )
+    uow.conn.execute(
+        update(campaigns).where(campaigns.c.id == campaign.id).values(deleted_at=uow.now, updated_at=uow.now)
+    )
+    stopped = uow.conn.execute(
+        update(distributions)
+        .where(distributions.c.campaign_id == campaign.id, distributions.c.active.is_(True))
+        .values(active=False, updated_at=uow.now)
+    )
+    if stopped.rowcount:
+        uow.after_commit(distribution_cache(uow.ctx).invalidate)
     uow.after_commit(campaign_cache(uow.ctx).invalidate)
+    campaign.deleted_at = uow.now
     return campaign
+
+
+def _refuse_if_rewarded_elsewhere(uow: UnitOfWork, campaign: Campaign) -> None:
+    """A referral program or a loyalty reward that gives codes of this campaign would start failing."""
+    users = [
+        row.name
+        for row in uow.conn.execute(
+            select(campaigns.c.name, campaigns.c.referral).where(
+                campaigns.c.campaign_type == "REFERRAL_PROGRAM", campaigns.c.deleted_at.is_(None)
+            )
+        )
+        if (row.referral or {}).get("campaign_id") == campaign.id
+    ]
+    rows = uow.conn.execute(
+        select(campaigns.c.name, promotion_rewards.c.parameters)
+        .join(reward_assignments, reward_assignments.c.reward_id == promotion_rewards.c.id)
+        .join(campaigns, campaigns.c.id == reward_assignments.c.campaign_id)
+        .where(promotion_rewards.c.type == "CAMPAIGN", campaigns.c.deleted_at.is_(None))
+    )
+    users += [
+        row.name for row in rows if ((row.parameters or {}).get("campaign") or {}).get("id") == campaign.id
+    ]
+    if users:
+        raise PromotionError(
+            "campaign_in_use",
+            f"campaign {campaign.name} gives the rewards of {', '.join(sorted(set(users)))}; "
+            "change or delete those first",
+            status=409,
+            details={"used_by": sorted(set(users))},
+        )
 
 
 # -- code generation ----------------------------------------------------------------------------------
@@ -537,72 +703,319 @@ def add_codes(uow: UnitOfWork, campaign: Campaign, count: int, *, max_rounds: in
     return made
 
 
-def generate_codes(
-    ctx: AppContext,
-    campaign_id: str,
-    count: int,
-    *,
-    progress: Callable[[int], None] | None = None,
-    chunk: int = GENERATION_CHUNK,
-) -> int:
-    """Generate `count` codes in chunks, each its own transaction, keeping the campaign's progress current.
+# -- background generation jobs -----------------------------------------------------------------------
 
-    Used by the background generation of large campaigns, `perkflow codes generate` and the benchmark.
-    A failure marks the campaign FAILED with the reason; what was committed stays.
+GENERATION_RUNNING, GENERATION_DONE, GENERATION_FAILED = "RUNNING", "DONE", "FAILED"
+# A job claimed this many times without finishing (its processes kept dying) is failed with the reason.
+GENERATION_MAX_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class GenerationJob:
+    id: str
+    campaign_id: str
+    requested: int
+    generated: int
+    status: str
+    lease_owner: str | None
+    lease_until: datetime | None
+    attempts: int
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> GenerationJob:
+        return cls(
+            id=row.id,
+            campaign_id=row.campaign_id,
+            requested=row.requested,
+            generated=row.generated,
+            status=row.status,
+            lease_owner=row.lease_owner,
+            lease_until=row.lease_until,
+            attempts=row.attempts,
+            error=row.error,
+        )
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.requested - self.generated)
+
+
+class _LeaseLost(Exception):
+    """The job was taken over, finished or failed by someone else: this process stops working on it."""
+
+
+def generation_owner() -> str:
+    """Who holds a lease: host, process and thread, so a log line says where a job ran."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{threading.get_ident()}:{os.urandom(3).hex()}"
+
+
+def unfinished_generation(uow: UnitOfWork, campaign_id: str) -> GenerationJob | None:
+    row = uow.conn.execute(
+        select(code_generation_jobs).where(
+            code_generation_jobs.c.campaign_id == campaign_id,
+            code_generation_jobs.c.status == GENERATION_RUNNING,
+        )
+    ).first()
+    return GenerationJob.from_row(row) if row is not None else None
+
+
+def _queue_generation(uow: UnitOfWork, campaign_id: str, count: int, *, owner: str | None = None) -> str:
+    """A new job, free for any process to claim, or (`owner`) already held by the caller."""
+    job_id = new_id("gen")
+    lease = timedelta(seconds=uow.ctx.settings.generation_lease_s)
+    uow.conn.execute(
+        insert(code_generation_jobs).values(
+            id=job_id,
+            campaign_id=campaign_id,
+            requested=count,
+            generated=0,
+            status=GENERATION_RUNNING,
+            lease_owner=owner,
+            lease_until=uow.now + lease if owner is not None else None,
+            attempts=1 if owner is not None else 0,
+            created_at=uow.now,
+            updated_at=uow.now,
+        )
+    )
+    return job_id
+
+
+def _end_generation(
+    uow: UnitOfWork, job: GenerationJob, status: str, error: str | None, *, owner: str | None
+) -> bool:
+    """Finish a job and show the outcome on its campaign; with `owner`, only while that owner holds it."""
+    stmt = update(code_generation_jobs).where(
+        code_generation_jobs.c.id == job.id, code_generation_jobs.c.status == GENERATION_RUNNING
+    )
+    if owner is not None:
+        stmt = stmt.where(code_generation_jobs.c.lease_owner == owner)
+    ended = uow.conn.execute(
+        stmt.values(status=status, error=error, lease_owner=None, lease_until=None, updated_at=uow.now)
+    )
+    if ended.rowcount == 0:
+        return False
+    uow.conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == job.campaign_id)
+        .values(generation_status=status, generation_error=error, updated_at=uow.now)
+    )
+    return True
+
+
+def claim_generation_jobs(
+    ctx: AppContext, owner: str, *, campaign_id: str | None = None, limit: int = 10
+) -> list[GenerationJob]:
+    """Take the unfinished jobs nobody holds: new ones, and those whose holder's lease ran out.
+
+    A job that keeps losing its holders (GENERATION_MAX_ATTEMPTS claims) is failed with the reason
+    instead of being claimed again, so a campaign never stays IN_PROGRESS for ever.
     """
     from perkflow.core import transactions
 
+    lease = timedelta(seconds=ctx.settings.generation_lease_s)
+
+    def work(uow: UnitOfWork) -> list[GenerationJob]:
+        jobs = code_generation_jobs.c
+        stmt = select(code_generation_jobs).where(
+            jobs.status == GENERATION_RUNNING, or_(jobs.lease_until.is_(None), jobs.lease_until <= uow.now)
+        )
+        if campaign_id is not None:
+            stmt = stmt.where(jobs.campaign_id == campaign_id)
+        stmt = uow.db.for_update(stmt.order_by(jobs.created_at, jobs.id).limit(limit), skip_locked=True)
+        claimed = []
+        for job in [GenerationJob.from_row(row) for row in uow.conn.execute(stmt)]:
+            if job.attempts >= GENERATION_MAX_ATTEMPTS:
+                reason = (
+                    f"code generation was interrupted {job.attempts} times ({job.generated} of "
+                    f"{job.requested} codes made); request the missing codes again"
+                )
+                _end_generation(uow, job, GENERATION_FAILED, reason, owner=None)
+                continue
+            job.lease_owner, job.lease_until, job.attempts = owner, uow.now + lease, job.attempts + 1
+            uow.conn.execute(
+                update(code_generation_jobs)
+                .where(jobs.id == job.id)
+                .values(
+                    lease_owner=owner, lease_until=job.lease_until, attempts=job.attempts, updated_at=uow.now
+                )
+            )
+            claimed.append(job)
+        return claimed
+
+    return transactions.run(ctx, work)
+
+
+def run_generation_job(
+    ctx: AppContext,
+    job: GenerationJob,
+    owner: str,
+    *,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = GENERATION_CHUNK,
+    stop: threading.Event | None = None,
+) -> int:
+    """Generate what a claimed job still lacks, a chunk per transaction; returns the codes made here.
+
+    Each chunk commits its codes, the job's progress and a renewed lease together, and only while
+    `owner` still holds the job, so after any crash the job's count is exact and resuming neither
+    loses nor repeats a chunk. A failure marks the job and campaign FAILED with the reason (a new
+    request can retry); an interruption (Ctrl-C, shutdown via `stop`) releases the job for resumption.
+    """
+    from perkflow.core import transactions
+
+    lease = timedelta(seconds=ctx.settings.generation_lease_s)
+    jobs = code_generation_jobs.c
     made = 0
+    remaining = job.remaining
     try:
-        while made < count:
-            size = min(chunk, count - made)
+        while remaining > 0:
+            if stop is not None and stop.is_set():
+                release_generation(ctx, job, owner)
+                return made
+            size = min(chunk, remaining)
 
             def work(uow: UnitOfWork, size: int = size) -> int:
-                campaign = get_campaign(uow, campaign_id)
+                mine = (jobs.id == job.id, jobs.lease_owner == owner, jobs.status == GENERATION_RUNNING)
+                renewed = uow.conn.execute(
+                    update(code_generation_jobs)
+                    .where(*mine)
+                    .values(lease_until=uow.now + lease, updated_at=uow.now)
+                )
+                if renewed.rowcount == 0:
+                    raise _LeaseLost(job.id)
+                campaign = get_campaign(uow, job.campaign_id)
                 added = add_codes(uow, campaign, size)
                 uow.conn.execute(
+                    update(code_generation_jobs).where(*mine).values(generated=jobs.generated + added)
+                )
+                uow.conn.execute(
                     update(campaigns)
-                    .where(campaigns.c.id == campaign_id)
+                    .where(campaigns.c.id == job.campaign_id)
                     .values(generated_count=campaigns.c.generated_count + added)
                 )
                 return added
 
             added = transactions.run(ctx, work, bulk=True)
             made += added
+            remaining -= added
             if progress is not None:
                 progress(added)
+    except _LeaseLost:
+        return made
     except Exception as exc:
-        message = exc.message if isinstance(exc, PerkflowError) else "code generation failed"
-        transactions.run(
-            ctx,
-            lambda uow: uow.conn.execute(
-                update(campaigns)
-                .where(campaigns.c.id == campaign_id)
-                .values(generation_status="FAILED", generation_error=message, updated_at=uow.now)
-            ),
-        )
+        message = exc.message if isinstance(exc, PerkflowError) else f"code generation failed: {exc!r}"[:500]
+        transactions.run(ctx, lambda uow: _end_generation(uow, job, GENERATION_FAILED, message, owner=owner))
         raise
-    transactions.run(
-        ctx,
-        lambda uow: uow.conn.execute(
-            update(campaigns)
-            .where(campaigns.c.id == campaign_id)
-            .values(generation_status="DONE", generation_error=None, updated_at=uow.now)
-        ),
-    )
+    except BaseException:
+        # Ctrl-C or interpreter exit: what committed stays, the rest is left for whoever resumes.
+        release_generation(ctx, job, owner)
+        raise
+    transactions.run(ctx, lambda uow: _end_generation(uow, job, GENERATION_DONE, None, owner=owner))
     return made
 
 
-def request_codes(uow: UnitOfWork, ref: str, count: int) -> Campaign:
-    """Ask for `count` more codes: checked against the pattern's capacity, marked IN_PROGRESS."""
+def release_generation(ctx: AppContext, job: GenerationJob, owner: str) -> None:
+    """Hand a job back at once (an orderly stop is not a failed attempt), for any process to resume."""
+    from perkflow.core import transactions
+
+    jobs = code_generation_jobs.c
+    transactions.run(
+        ctx,
+        lambda uow: uow.conn.execute(
+            update(code_generation_jobs)
+            .where(jobs.id == job.id, jobs.lease_owner == owner, jobs.status == GENERATION_RUNNING)
+            .values(
+                lease_owner=None,
+                lease_until=None,
+                attempts=case((jobs.attempts > 0, jobs.attempts - 1), else_=0),
+                updated_at=uow.now,
+            )
+        ),
+    )
+
+
+def finish_generation(
+    ctx: AppContext,
+    campaign_id: str | None = None,
+    *,
+    progress: Callable[[GenerationJob, int], None] | None = None,
+    chunk: int = GENERATION_CHUNK,
+    stop: threading.Event | None = None,
+) -> list[GenerationJob]:
+    """Claim the unfinished jobs nobody holds (of one campaign, or all) and run them here to the end."""
+    owner = generation_owner()
+    claimed = claim_generation_jobs(ctx, owner, campaign_id=campaign_id)
+    for job in claimed:
+        report = (lambda n, job=job: progress(job, n)) if progress is not None else None
+        run_generation_job(ctx, job, owner, progress=report, chunk=chunk, stop=stop)
+    return claimed
+
+
+def generate_codes(
+    ctx: AppContext,
+    campaign_ref: str,
+    count: int,
+    *,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = GENERATION_CHUNK,
+) -> int:
+    """Request `count` codes and generate them in this process (the benchmark)."""
+    owner = generation_owner()
+    _campaign, job = hold_new_generation(ctx, campaign_ref, count, owner)
+    return run_generation_job(ctx, job, owner, progress=progress, chunk=chunk)
+
+
+def hold_new_generation(
+    ctx: AppContext, campaign_ref: str, count: int, owner: str
+) -> tuple[Campaign, GenerationJob]:
+    """Request codes as a job this process holds from the start (`perkflow codes generate`), so that
+    the background jobs of a running server do not take it over while this process works on it."""
+    from perkflow.core import transactions
+
+    def work(uow: UnitOfWork) -> tuple[Campaign, GenerationJob]:
+        campaign = request_codes(uow, campaign_ref, count, owner=owner)
+        job = unfinished_generation(uow, campaign.id)
+        assert job is not None
+        return campaign, job
+
+    return transactions.run(ctx, work)
+
+
+def request_codes(uow: UnitOfWork, ref: str, count: int, *, owner: str | None = None) -> Campaign:
+    """Ask for `count` more codes: checked against the pattern's capacity, queued as a generation job
+    (held by `owner` when given, else for the first process that claims it)."""
     campaign = get_campaign(uow, ref, lock=True)
-    if campaign.generation_status == "IN_PROGRESS":
-        raise PromotionError("multiple_requests", "codes are already being generated for this campaign")
+    running = unfinished_generation(uow, campaign.id)
+    if running is not None:
+        waiting = running.lease_until is None or running.lease_until <= uow.now
+        raise PromotionError(
+            "multiple_requests",
+            "codes are already being generated for this campaign"
+            + (
+                "; the generation was interrupted and resumes in `perkflow serve` or `perkflow worker` "
+                "(or run `perkflow codes resume`)"
+                if waiting
+                else ""
+            ),
+            details={
+                "job_id": running.id,
+                "requested": running.requested,
+                "generated": running.generated,
+                "lease_until": isoformat_z(running.lease_until) if running.lease_until else None,
+            },
+        )
     if count < 1 or count > MAX_CODES_PER_CAMPAIGN:
         raise PromotionError("invalid_payload", f"count must be between 1 and {MAX_CODES_PER_CAMPAIGN}")
     existing = uow.conn.execute(
         select(func.count()).select_from(vouchers).where(vouchers.c.campaign_pk == campaign.pk)
     ).scalar_one()
+    if int(existing) + count > MAX_CODES_PER_CAMPAIGN:
+        raise PromotionError(
+            "invalid_payload",
+            f"a campaign holds at most {MAX_CODES_PER_CAMPAIGN} codes",
+            details={"existing": int(existing), "requested": count},
+        )
     try:
         campaign.code_config.check_capacity(count, already_used=int(existing))
     except CodeConfigError as exc:
@@ -621,18 +1034,35 @@ def request_codes(uow: UnitOfWork, ref: str, count: int) -> Campaign:
             updated_at=uow.now,
         )
     )
+    _queue_generation(uow, campaign.id, count, owner=owner)
     return get_campaign(uow, campaign.id)
 
 
-def start_background_generation(ctx: AppContext, campaign_id: str, count: int) -> None:
-    """Generate in a daemon thread of this process; progress is visible on the campaign."""
+def start_background_generation(ctx: AppContext, campaign_id: str) -> None:
+    """Run the campaign's queued job in a thread of this process. Should the process stop first, the
+    job is resumed by BackgroundJobs (`perkflow serve` or `perkflow worker`) once its lease is free."""
 
     def run() -> None:
-        # A failure is recorded on the campaign as FAILED by generate_codes.
+        # A failure is recorded on the job and the campaign as FAILED by run_generation_job.
         with contextlib.suppress(Exception):
-            generate_codes(ctx, campaign_id, count)
+            finish_generation(ctx, campaign_id)
 
     threading.Thread(target=run, name=f"generate-{campaign_id}", daemon=True).start()
+
+
+def resume_generation(ctx: AppContext, *, stop: threading.Event | None = None) -> int:
+    """BackgroundJobs' periodic task: claim the jobs nobody holds and run each in a thread of its own
+    (a large campaign takes minutes; the other periodic tasks must not wait for it)."""
+    owner = generation_owner()
+    claimed = claim_generation_jobs(ctx, owner, limit=4)
+    for job in claimed:
+
+        def run(job: GenerationJob = job) -> None:
+            with contextlib.suppress(Exception):
+                run_generation_job(ctx, job, owner, stop=stop)
+
+        threading.Thread(target=run, name=f"generate-{job.campaign_id}", daemon=True).start()
+    return len(claimed)
 
 
 def export_codes(ctx: AppContext, ref: str, *, unpublished: bool, chunk: int = 10_000) -> Iterator[str]:
@@ -655,7 +1085,19 @@ def export_codes(ctx: AppContext, ref: str, *, unpublished: bool, chunk: int = 1
         if not rows:
             return
         after = rows[-1][0]
-        yield "".join(f"{row[1]}\n" for row in rows)
+        yield csv_lines([row[1] for row in rows])
+
+
+def csv_lines(codes: list[str]) -> str:
+    """One code per line; a code that needs it is quoted as CSV would (generated codes never do, but
+    codes imported or made before their characters were checked might)."""
+    text = "\n".join(codes) + "\n"
+    if text.count("\n") == len(codes) and not any(char in text for char in ',"\r'):
+        return text
+    return "".join(
+        '"' + code.replace('"', '""') + '"\n' if any(char in code for char in ',"\r\n') else code + "\n"
+        for code in codes
+    )
 
 
 # -- vouchers -----------------------------------------------------------------------------------------
@@ -708,8 +1150,11 @@ VOUCHER_COLUMNS = [
 ]
 
 
-def get_voucher(uow: UnitOfWork, code: str, *, lock: bool = False) -> Voucher:
+def get_voucher(uow: UnitOfWork, code: str, *, lock: bool = False, include_deleted: bool = False) -> Voucher:
+    """A code of a live campaign; `include_deleted` also finds codes of deleted campaigns (history)."""
     stmt = select(*VOUCHER_COLUMNS).where(vouchers.c.code == code)
+    if not include_deleted:
+        stmt = stmt.where(vouchers.c.deleted_at.is_(None))
     if lock:
         stmt = uow.db.for_update(stmt)
     row = uow.conn.execute(stmt).first()
@@ -720,8 +1165,10 @@ def get_voucher(uow: UnitOfWork, code: str, *, lock: bool = False) -> Voucher:
 
 def find_voucher(uow: UnitOfWork, ref: str) -> Voucher:
     """A voucher by code, or by its public id `v_<n>`."""
-    if ref.startswith("v_") and ref[2:].isdigit():
-        row = uow.conn.execute(select(*VOUCHER_COLUMNS).where(vouchers.c.id == int(ref[2:]))).first()
+    if ref.startswith("v_") and ref[2:].isdigit() and int(ref[2:]) < 2**63:
+        row = uow.conn.execute(
+            select(*VOUCHER_COLUMNS).where(vouchers.c.id == int(ref[2:]), vouchers.c.deleted_at.is_(None))
+        ).first()
         if row is not None:
             return Voucher.from_row(row)
     return get_voucher(uow, ref)
@@ -735,17 +1182,14 @@ def list_vouchers(
     limit: int = 10,
     offset: int = 0,
 ) -> tuple[list[Voucher], int]:
-    conditions = []
+    conditions: list[Any] = [vouchers.c.deleted_at.is_(None)]
     if customer is not None:
         conditions.append(vouchers.c.holder_id == customer)
     if campaign is not None:
         conditions.append(vouchers.c.campaign_pk == get_campaign(uow, campaign).pk)
-    where = and_(*conditions) if conditions else None
-    stmt = select(*VOUCHER_COLUMNS).order_by(vouchers.c.id).limit(limit).offset(offset)
-    count_stmt = select(func.count()).select_from(vouchers)
-    if where is not None:
-        stmt = stmt.where(where)
-        count_stmt = count_stmt.where(where)
+    where = and_(*conditions)
+    stmt = select(*VOUCHER_COLUMNS).where(where).order_by(vouchers.c.id).limit(limit).offset(offset)
+    count_stmt = select(func.count()).select_from(vouchers).where(where)
     found = [Voucher.from_row(row) for row in uow.conn.execute(stmt)]
     return found, int(uow.conn.execute(count_stmt).scalar_one())
 
@@ -1225,7 +1669,11 @@ def evaluate(
 
 
 def _load_vouchers(uow: UnitOfWork, codes: list[str], *, lock: bool) -> dict[str, Voucher]:
-    stmt = select(*VOUCHER_COLUMNS).where(vouchers.c.code.in_(codes)).order_by(vouchers.c.id)
+    stmt = (
+        select(*VOUCHER_COLUMNS)
+        .where(vouchers.c.code.in_(codes), vouchers.c.deleted_at.is_(None))
+        .order_by(vouchers.c.id)
+    )
     if lock:
         stmt = uow.db.for_update(stmt)
     return {row.code: Voucher.from_row(row) for row in uow.conn.execute(stmt)}
@@ -1259,6 +1707,7 @@ def _check(
         campaign_redemptions=campaign.redemptions_count + campaign_uses.get(campaign.id, 0),
         customer_redemptions=customer_uses,
         in_segment=in_segment,
+        customer_known=customer_id is not None,
     )
     try:
         check_rules(rules, state, order, uow.now)
@@ -1266,6 +1715,7 @@ def _check(
             applied.gift_amount = gift_debit(
                 voucher.gift_balance or 0, remaining, applied.redeemable.gift_credits
             )
+            require_payable_order(order, remaining)
             applied.discount = applied.gift_amount
         elif campaign.voucher_type == "LOYALTY_CARD":
             _check_loyalty(uow, applied, campaign, voucher, customer_id)
@@ -1320,7 +1770,25 @@ def _check_loyalty(
 def validate(
     uow: UnitOfWork, redeemables: list[Redeemable], order: Order, customer_id: str | None
 ) -> Evaluation:
+    if customer_id is None:
+        customer_id = holder_of(uow, redeemables)
     return evaluate(uow, redeemables, order, customer_id, lock=False)
+
+
+def holder_of(uow: UnitOfWork, redeemables: list[Redeemable]) -> str | None:
+    """Who is redeeming when the request names no customer: the one member all the codes are
+    published to. Rules about the customer (per-customer limit, segment, a referrer's own code) are
+    checked against that member, so leaving `customer` out does not skip them."""
+    holders = set(
+        uow.conn.execute(
+            select(vouchers.c.holder_id).where(
+                vouchers.c.code.in_([r.code for r in redeemables]), vouchers.c.deleted_at.is_(None)
+            )
+        ).scalars()
+    )
+    if len(holders) == 1 and None not in holders:
+        return holders.pop()
+    return None
 
 
 @dataclass(slots=True)
@@ -1381,19 +1849,20 @@ def redeem(
     metadata: dict[str, Any] | None = None,
 ) -> Redeemed:
     """Redeem every code or none (stacking mode ALL): the first failure is raised with its key."""
+    implied = customer_id is None
+    if customer_id is None:
+        # Read without locks so that the member is still locked before the codes; a published code
+        # never changes holder, which the check after evaluation confirms.
+        customer_id = holder_of(uow, redeemables)
     if customer_id is not None:
         ensure_member(uow, customer_id)
     evaluation = evaluate(uow, redeemables, order, customer_id, lock=True)
     for applied in evaluation.applied:
         if applied.error is not None:
             raise applied.error
-    if customer_id is None:
-        holders = {a.voucher.holder_id for a in evaluation.applied if a.voucher is not None}
-        if len(holders) != 1 or None in holders:
-            raise PromotionError("invalid_payload", "customer is required to redeem an unassigned code")
-        customer_id = holders.pop()
-        assert customer_id is not None
-        evaluation.customer_id = customer_id
+    holders = {a.voucher.holder_id for a in evaluation.applied if a.voucher is not None}
+    if customer_id is None or (implied and holders != {customer_id}):
+        raise PromotionError("invalid_payload", "customer is required to redeem an unassigned code")
     member = ensure_member(uow, customer_id)
     records: list[RedemptionRecord] = []
     after: dict[str, Voucher] = {}
@@ -1726,8 +2195,102 @@ def _rollback_one(
         activity = uow.component(ActivityLog).record(
             type="redemption_rolled_back", member_id=member.id, program_id=None, chain=member, data=data
         )
+    if record.effects.get("reward_code"):
+        _revoke_code(uow, record.effects["reward_code"])
+    if record.effects.get("reward_id") and record.effects.get("assignment_id"):
+        uow.conn.execute(
+            update(promotion_rewards)
+            .where(promotion_rewards.c.id == record.effects["reward_id"], promotion_rewards.c.redeemed > 0)
+            .values(redeemed=promotion_rewards.c.redeemed - 1)
+        )
+    referral = record.effects.get("referral")
+    if isinstance(referral, dict):
+        _revoke_referral(uow, record, referral)
     _mark_rolled_back(uow, done, activity_seq=activity.seq)
     return done
+
+
+def _revoke_code(uow: UnitOfWork, code: str) -> dict[str, Any]:
+    """Take back a code a redemption handed out (a referral or reward code): disabled while unused,
+    kept as it is once its holder has redeemed it."""
+    try:
+        voucher = get_voucher(uow, code, lock=True, include_deleted=True)
+    except PromotionError:
+        return {"code": code, "revoked": False, "reason": "the code no longer exists"}
+    if voucher.redeemed_quantity > 0:
+        return {"code": code, "revoked": False, "reason": "the code has already been redeemed"}
+    uow.conn.execute(update(vouchers).where(vouchers.c.id == voucher.pk).values(active=False))
+    return {"code": code, "revoked": True}
+
+
+def _revoke_referral(uow: UnitOfWork, record: RedemptionRecord, given: dict[str, Any]) -> None:
+    """Undo the referrer's reward for a rolled-back referee redemption: the points are clawed back
+    through the ledger (their own lot first, never below zero; what was already spent is reported
+    as unrecovered) and a reward code still unused is disabled."""
+    referrer = given.get("referrer_id")
+    if not isinstance(referrer, str):
+        return
+    data: dict[str, Any] = {
+        "redemption_id": record.id,
+        "referee_id": given.get("referee_id"),
+        "code": record.code,
+        "campaign_id": record.campaign_id,
+    }
+    if given.get("code"):
+        data["reward_code"] = _revoke_code(uow, given["code"])
+    earned = None
+    if given.get("points") and given.get("activity_seq"):
+        earned = uow.conn.execute(
+            select(activities.c.program_id, activities.c.occurred_at, activities.c.payload).where(
+                activities.c.seq == int(given["activity_seq"])
+            )
+        ).first()
+    log = uow.component(ActivityLog)
+    if earned is None or earned.program_id is None:
+        member = ensure_member(uow, referrer)
+        log.record(
+            type="referral_reward_revoked",
+            member_id=member.id,
+            program_id=None,
+            chain=member,
+            data=data,
+            source="system",
+        )
+        return
+    program = uow.component(ProgramCatalog).get(earned.program_id)
+    account = uow.component(AccountRepository).get(referrer, program.id)
+    if account is None:
+        return
+    settle_if_due(uow, account, program)
+    lot = ((earned.payload or {}).get("effects") or {}).get("lot", int(given["activity_seq"]))
+    clawed = account.points.claw_back(
+        int(given["points"]),
+        to_epoch(uow.now),
+        prefer_lot_id=int(lot),
+        earned_day=to_epoch(earned.occurred_at) // 86400,
+        window_days=program.tier_window_days,
+    )
+    account.mark_dirty()
+    log.record(
+        type="referral_reward_revoked",
+        member_id=referrer,
+        program_id=program.id,
+        chain=account,
+        data=data,
+        effects={
+            "points": -clawed.taken,
+            "pending_cancelled": clawed.from_pending,
+            "points_unrecovered": clawed.shortfall,
+            "lots": allocations_json(clawed.allocations),
+        },
+        source="system",
+        points_delta=-clawed.taken,
+        pending_delta=-clawed.from_pending,
+        dedup_key=f"referral_revoked:{record.id}",
+    )
+    from perkflow.tiers.service import evaluate_tier
+
+    evaluate_tier(uow, account, program)
 
 
 def _restore_points(
@@ -1783,8 +2346,23 @@ def _lot_expiries(uow: UnitOfWork, lot_ids: list[int]) -> dict[int, datetime | N
 # -- gift cards and loyalty cards ---------------------------------------------------------------------
 
 
+def balance_dedup_key(kind: str, code: str, source_id: str) -> str:
+    """The idempotency key of a balance change: the card and the caller's source_id (hashed when the
+    two would not fit the 300 characters of the activities' dedup_key)."""
+    key = f"{kind}:{code}:{source_id}"
+    if len(key) <= 300:
+        return key
+    return f"{kind}:{code}:sha256:{hashlib.sha256(source_id.encode()).hexdigest()}"
+
+
 def add_gift_credits(uow: UnitOfWork, code: str, amount: int, *, source_id: str | None = None) -> Voucher:
-    """Add credits to a gift card; the balance change is recorded as gift_credits_added."""
+    """Add credits to a gift card; the balance change is recorded as gift_credits_added.
+
+    `source_id` is an idempotency key, as for loyalty card balances: the same source_id again answers
+    with the card as it is, without adding twice (and is refused for a different amount).
+    """
+    from perkflow.activity.queries import find_by_dedup_keys
+
     voucher = get_voucher(uow, code, lock=True)
     campaign = campaign_of(uow, voucher)
     if campaign.voucher_type != "GIFT_VOUCHER":
@@ -1793,6 +2371,18 @@ def add_gift_credits(uow: UnitOfWork, code: str, amount: int, *, source_id: str 
         raise PromotionError(
             "voucher_not_published", "publish the gift card to a customer before adding credits"
         )
+    dedup = balance_dedup_key("gift", voucher.code, source_id) if source_id else None
+    if dedup is not None:
+        seen = find_by_dedup_keys(uow.conn, [dedup]).get(dedup)
+        if seen is not None:
+            if seen.data.get("amount") != amount:
+                raise PromotionError(
+                    "duplicate_source_id",
+                    f"credits with source_id {source_id} were already added to {voucher.code} "
+                    f"with amount {seen.data.get('amount')}",
+                    details={"activity_id": seen.id, "amount": seen.data.get("amount")},
+                )
+            return voucher
     member = ensure_member(uow, voucher.holder_id)
     try:
         voucher.gift_balance = gift_credit(voucher.gift_balance or 0, amount)
@@ -1810,6 +2400,7 @@ def add_gift_credits(uow: UnitOfWork, code: str, amount: int, *, source_id: str 
         program_id=None,
         chain=member,
         data={"amount": amount, "source_id": source_id, **_code_data(uow, campaign, voucher)},
+        dedup_key=dedup,
     )
     return voucher
 
@@ -1823,10 +2414,12 @@ class CardBalance:
     activity: Activity | None
 
 
-def loyalty_card(uow: UnitOfWork, ref: str) -> tuple[Voucher, Campaign]:
+def loyalty_card(uow: UnitOfWork, ref: str, *, campaign_ref: str | None = None) -> tuple[Voucher, Campaign]:
+    """A loyalty card by code or id; with `campaign_ref`, only a card of that loyalty campaign."""
+    expected = get_campaign(uow, campaign_ref) if campaign_ref is not None else None
     voucher = find_voucher(uow, ref)
     campaign = campaign_of(uow, voucher)
-    if campaign.voucher_type != "LOYALTY_CARD":
+    if campaign.voucher_type != "LOYALTY_CARD" or (expected is not None and expected.id != campaign.id):
         raise not_found("loyalty_card", ref)
     return voucher, campaign
 
@@ -1845,12 +2438,30 @@ def add_member(
 
 
 def update_card_balance(
-    uow: UnitOfWork, ref: str, points: int, *, reason: str | None = None, source_id: str | None = None
+    uow: UnitOfWork,
+    ref: str,
+    points: int,
+    *,
+    reason: str | None = None,
+    source_id: str | None = None,
+    expires_at: datetime | None = None,
+    campaign_ref: str | None = None,
 ) -> CardBalance:
-    """Add (or, negative, take) points on a loyalty card: a ledger activity in the card's program."""
+    """Add (or, negative, take) points on a loyalty card: a ledger activity in the card's program.
+
+    Added points expire at `expires_at` when given (their own lot), else by the program's policy.
+    """
     if isinstance(points, bool) or not isinstance(points, int) or points == 0 or abs(points) > 10**9:
-        raise PromotionError("invalid_payload", "points must be a non-zero integer")
-    voucher, campaign = loyalty_card(uow, ref)
+        raise PromotionError("invalid_payload", "points must be a non-zero integer of at most 10^9")
+    if expires_at is not None and points < 0:
+        raise PromotionError("invalid_payload", "expiration_date applies to added points only")
+    if expires_at is not None and expires_at <= uow.now:
+        raise PromotionError(
+            "invalid_payload",
+            "expiration_date must be in the future",
+            details={"expiration_date": isoformat_z(expires_at)},
+        )
+    voucher, campaign = loyalty_card(uow, ref, campaign_ref=campaign_ref)
     if voucher.holder_id is None or campaign.program_id is None:
         raise PromotionError("voucher_not_published", "the loyalty card is not assigned to a member")
     program = uow.component(ProgramCatalog).get(campaign.program_id)
@@ -1858,7 +2469,7 @@ def update_card_balance(
     account = ensure_opted_in(uow, voucher.holder_id, program.id)
     settle_if_due(uow, account, program)
     data = {"code": voucher.code, "campaign_id": campaign.id, "campaign": campaign.name, "reason": reason}
-    dedup = f"card:{voucher.code}:{source_id}" if source_id else None
+    dedup = balance_dedup_key("card", voucher.code, source_id) if source_id else None
     if dedup:
         from perkflow.activity.queries import find_by_dedup_keys
 
@@ -1875,6 +2486,7 @@ def update_card_balance(
             points=points,
             occurred_at=uow.now,
             data=data,
+            expires_at=expires_at,
             dedup_key=dedup,
         )
     else:
@@ -1912,8 +2524,10 @@ def create_promotion_reward(uow: UnitOfWork, spec: dict[str, Any]) -> dict[str, 
         kind = "CAMPAIGN"
         parameters = {"campaign": {"id": get_campaign(uow, str(parameters["campaign"].get("id"))).id}}
     stock = spec.get("stock")
-    if stock is not None and (isinstance(stock, bool) or not isinstance(stock, int) or stock < 0):
-        raise PromotionError("invalid_payload", "stock must be a non-negative integer")
+    if stock is not None and (
+        isinstance(stock, bool) or not isinstance(stock, int) or not 0 <= stock <= 10**9
+    ):
+        raise PromotionError("invalid_payload", "stock must be an integer from 0 to 10^9")
     row = {
         "id": new_id("rew"),
         "name": name,

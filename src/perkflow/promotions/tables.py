@@ -14,7 +14,7 @@ from sqlalchemy import (
     text,
 )
 
-from perkflow.core.schema import JsonDocument, UTCDateTime, metadata
+from perkflow.core.schema import JsonDocument, UTCDateTime, WideInteger, metadata
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -25,7 +25,8 @@ campaigns = Table(
     # their indexes) narrow enough for bulk generation at >100,000 codes per second on SQLite.
     Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
-    Column("name", String(200), nullable=False, unique=True),
+    # Unique among live campaigns (uq_campaigns_live_name): a deleted campaign's name can be used again.
+    Column("name", String(200), nullable=False),
     Column("description", Text, nullable=False, server_default=""),
     # DISCOUNT_COUPONS | GIFT_VOUCHERS | LOYALTY_PROGRAM | REFERRAL_PROGRAM (Voucherify's names)
     Column("campaign_type", String(32), nullable=False),
@@ -34,15 +35,15 @@ campaigns = Table(
     Column("type", String(16), nullable=False),
     # {type: AMOUNT|PERCENT|FIXED, amount_off, percent_off, amount_limit, fixed_amount} in minor units.
     Column("discount", JsonDocument, nullable=True),
-    Column("gift_amount", Integer, nullable=True),  # initial balance of each gift card, minor units
-    Column("redemption_quantity", Integer, nullable=True),  # uses per code; None = unlimited
+    Column("gift_amount", WideInteger, nullable=True),  # initial balance of each gift card, minor units
+    Column("redemption_quantity", WideInteger, nullable=True),  # uses per code; None = unlimited
     Column("code_config", JsonDocument, nullable=False),
     # Validation rules with no column of their own: per-customer limit, minimum order, segment.
     Column("rules", JsonDocument, nullable=False),
     Column("start_date", UTCDateTime, nullable=True),
     Column("expiration_date", UTCDateTime, nullable=True),
-    Column("max_redemptions", Integer, nullable=True),  # successful redemptions across the campaign
-    Column("redemptions_count", Integer, nullable=False, server_default="0"),
+    Column("max_redemptions", WideInteger, nullable=True),  # successful redemptions across the campaign
+    Column("redemptions_count", WideInteger, nullable=False, server_default="0"),
     Column("join_once", Boolean, nullable=False, server_default="0"),
     Column("active", Boolean, nullable=False, server_default="1"),
     # Loyalty campaigns: the program whose ledger holds the card's points.
@@ -56,6 +57,16 @@ campaigns = Table(
     Column("metadata", JsonDocument, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Deleted campaigns are kept (with their codes) so that redemptions can still be shown and rolled
+    # back; they are hidden from lists and can no longer be published, validated or redeemed.
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Index(
+        "uq_campaigns_live_name",
+        "name",
+        unique=True,
+        sqlite_where=text("deleted_at IS NULL"),
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
 )
 
 vouchers = Table(
@@ -69,12 +80,14 @@ vouchers = Table(
     Column("code", String(100), nullable=False, unique=True),
     Column("holder_id", String(128), nullable=True),  # the member it is published to
     Column("published_at", UTCDateTime, nullable=True),
-    Column("redeemed_quantity", Integer, nullable=False, server_default="0"),
-    Column("gift_balance", Integer, nullable=True),  # gift cards: what is left, minor units
-    Column("gift_amount", Integer, nullable=True),  # gift cards: everything ever credited
+    Column("redeemed_quantity", WideInteger, nullable=False, server_default="0"),
+    Column("gift_balance", WideInteger, nullable=True),  # gift cards: what is left, minor units
+    Column("gift_amount", WideInteger, nullable=True),  # gift cards: everything ever credited
     Column("active", Boolean, nullable=False, server_default="1"),
     # Set for codes created on demand; bulk-generated codes were created with their campaign.
     Column("created_at", UTCDateTime, nullable=True),
+    # Set with its campaign's deleted_at; the code stays taken (codes are unique across the project).
+    Column("deleted_at", UTCDateTime, nullable=True),
     # Free codes in creation order: publishing takes the first, export streams them. Partial, so a
     # published code leaves the index and bulk generation appends to its end.
     Index(
@@ -127,8 +140,8 @@ redemptions = Table(
     Column("customer_id", String(128), nullable=False),
     Column("tracking_id", String(200), nullable=True),
     Column("status", String(16), nullable=False),  # SUCCEEDED | ROLLED_BACK
-    Column("amount", Integer, nullable=False),  # discount given, minor units
-    Column("gift_amount", Integer, nullable=True),  # taken from a gift card's balance
+    Column("amount", WideInteger, nullable=False),  # discount given, minor units
+    Column("gift_amount", WideInteger, nullable=True),  # taken from a gift card's balance
     Column("loyalty_points", Integer, nullable=True),  # spent from a loyalty card
     Column("order_data", JsonDocument, nullable=False),
     # What the redemption did beyond the code: reward claimed, referrer rewarded, spent lots.
@@ -195,4 +208,32 @@ distributions = Table(
     Column("last_run", JsonDocument, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Background code generation as durable jobs: a job survives the process that started it. A worker
+# holds a job through a lease it renews with every committed chunk; a job whose lease ran out (its
+# process died or was interrupted) is claimed again by BackgroundJobs or `perkflow codes resume`.
+code_generation_jobs = Table(
+    "code_generation_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("campaign_id", String(64), ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("requested", Integer, nullable=False),
+    # Codes committed by this job; moves in the same transaction as the codes, so it is exact after a crash.
+    Column("generated", Integer, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),  # RUNNING | DONE | FAILED
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # claims so far
+    Column("error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # At most one unfinished job per campaign.
+    Index(
+        "uq_code_generation_jobs_running",
+        "campaign_id",
+        unique=True,
+        sqlite_where=text("status = 'RUNNING'"),
+        postgresql_where=text("status = 'RUNNING'"),
+    ),
 )

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+# Minor units; the promotions' bound, so that sums of accepted values stay inside 64 bits.
+MAX_AMOUNT = 10**12
+
+
+def _storable(moment: datetime) -> datetime:
+    # A date near datetime's limits overflows when converted to UTC for storage.
+    try:
+        utc = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not 1900 <= utc.year < 9000:
+        raise ValueError("the date must be between 1900 and 9000")
+    return utc
+
+
+Expiry = Annotated[AwareDatetime, AfterValidator(_storable)]
 
 
 class RewardCreate(BaseModel):
@@ -30,8 +50,10 @@ class CouponIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(min_length=1, max_length=100)
-    value: int | None = Field(default=None, ge=0, description="Minor units of the program currency")
-    expires_at: AwareDatetime | None = None
+    value: int | None = Field(
+        default=None, ge=0, le=MAX_AMOUNT, description="Minor units of the program currency"
+    )
+    expires_at: Expiry | None = None
 
 
 class CouponUpload(BaseModel):
@@ -49,8 +71,8 @@ class CouponGenerate(BaseModel):
     prefix: str | None = None
     postfix: str | None = None
     pattern: str | None = Field(default=None, description="'#' marks a random character, e.g. GIFT-####")
-    value: int | None = Field(default=None, ge=0)
-    expires_at: AwareDatetime | None = None
+    value: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    expires_at: Expiry | None = None
 
 
 class ClaimBody(BaseModel):

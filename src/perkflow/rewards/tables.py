@@ -2,7 +2,7 @@
 
 from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Table, Text
 
-from perkflow.core.schema import UTCDateTime, metadata
+from perkflow.core.schema import UTCDateTime, WideInteger, metadata
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -29,7 +29,7 @@ coupons = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("reward_id", String(64), ForeignKey("rewards.id", ondelete="CASCADE"), nullable=False),
     Column("code", String(100), nullable=False, unique=True),
-    Column("value", Integer, nullable=True),  # minor units of the program currency
+    Column("value", WideInteger, nullable=True),  # minor units of the program currency
     Column("currency", String(3), nullable=True),
     Column("expires_at", UTCDateTime, nullable=True),
     Column("status", String(16), nullable=False),  # available | assigned

@@ -84,7 +84,7 @@ def _date(value: Any, name: str) -> datetime | None:
         raise PromotionError("invalid_payload", f"{name} must be an ISO-8601 date-time") from exc
     if moment.tzinfo is None:
         raise PromotionError("invalid_payload", f"{name} needs a time zone (e.g. Z)")
-    return moment
+    return service.checked_date(moment, name)
 
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -102,6 +102,12 @@ def campaign_spec(payload: dict[str, Any], *, loyalty: bool = False) -> dict[str
     voucher = _dict(payload, "voucher")
     extra = _dict(payload, "perkflow")
     voucher_type = voucher.get("type") or ("LOYALTY_CARD" if loyalty else None)
+    if voucher_type is not None and (
+        not isinstance(voucher_type, str) or voucher_type not in VOUCHER_TO_CAMPAIGN
+    ):
+        raise PromotionError(
+            "invalid_campaign", f"voucher.type must be one of {', '.join(VOUCHER_TO_CAMPAIGN)}"
+        )
     campaign_type = payload.get("campaign_type") or VOUCHER_TO_CAMPAIGN.get(
         voucher_type or "", "DISCOUNT_COUPONS"
     )
@@ -117,20 +123,30 @@ def campaign_spec(payload: dict[str, Any], *, loyalty: bool = False) -> dict[str
         isinstance(vouchers_count, bool) or not isinstance(vouchers_count, int)
     ):
         raise PromotionError("invalid_campaign", "vouchers_count must be an integer")
+    # The native API's schema checks these types; here they are checked by hand, never ignored.
+    description = payload.get("description")
+    if description is not None and not isinstance(description, str):
+        raise PromotionError("invalid_campaign", "description must be a string")
+    join_once = payload.get("join_once")
+    if join_once is not None and not isinstance(join_once, bool):
+        raise PromotionError("invalid_campaign", "join_once must be true or false")
+    code_config = voucher.get("code_config")
+    if code_config is not None and not isinstance(code_config, dict):
+        raise PromotionError("invalid_code_config", "voucher.code_config must be an object")
     return {
         "name": payload.get("name"),
-        "description": payload.get("description") if isinstance(payload.get("description"), str) else "",
+        "description": description or "",
         "campaign_type": campaign_type,
         "voucher_type": voucher_type,
         "type": payload.get("type") or ("STATIC" if vouchers_count else "AUTO_UPDATE"),
-        "join_once": payload.get("join_once") is True,
+        "join_once": join_once is True,
         "vouchers_count": vouchers_count,
         "start_date": _date(payload.get("start_date"), "start_date"),
         "expiration_date": _date(payload.get("expiration_date"), "expiration_date"),
         "discount": voucher.get("discount"),
         "gift_amount": gift.get("amount"),
         "redemption_quantity": redemption.get("quantity"),
-        "code_config": voucher.get("code_config") if isinstance(voucher.get("code_config"), dict) else None,
+        "code_config": code_config,
         "metadata": metadata or {},
         "max_redemptions_per_customer": extra.get("max_redemptions_per_customer"),
         "max_redemptions": extra.get("max_redemptions"),
@@ -149,9 +165,7 @@ async def _create_campaign(request: Request, *, loyalty: bool) -> JSON:
     def work(uow: UnitOfWork) -> dict[str, Any]:
         campaign = service.create_campaign(uow, spec)
         if campaign.generation_status == "IN_PROGRESS":
-            uow.after_commit(
-                lambda: service.start_background_generation(ctx, campaign.id, campaign.vouchers_count)
-            )
+            uow.after_commit(lambda: service.start_background_generation(ctx, campaign.id))
         return shapes.campaign_out(campaign)
 
     return JSON(await run_write(ctx, work))
@@ -302,10 +316,10 @@ async def get_redemption(redemption_id: str, request: Request) -> JSON:
         record = service.get_redemption(uow, redemption_id)
         if record.code is None or record.campaign_id is None:
             return shapes.redemption_out(uow, record, None, None)
-        campaign = service.get_campaign(uow, record.campaign_id)
-        return shapes.redemption_out(
-            uow, record, campaign, service.get_voucher(uow, record.code), reward=shapes.reward_result(record)
-        )
+        # History: a redemption still shows its code after the campaign was deleted.
+        campaign = service.get_campaign(uow, record.campaign_id, include_deleted=True)
+        voucher = service.get_voucher(uow, record.code, include_deleted=True)
+        return shapes.redemption_out(uow, record, campaign, voucher, reward=shapes.reward_result(record))
 
     return JSON(await run_read(_ctx(request), work))
 
@@ -407,18 +421,25 @@ async def add_member(campaign_id: str, request: Request) -> JSON:
     return JSON(await run_write(_ctx(request), work))
 
 
-async def _card_balance(member_id: str, request: Request) -> JSON:
+async def _card_balance(member_id: str, request: Request, campaign_id: str | None = None) -> JSON:
     payload = await read_payload(request)
     points = payload.get("points")
     if isinstance(points, bool) or not isinstance(points, int):
         raise PromotionError("invalid_payload", "points must be an integer")
-    if payload.get("expiration_date") is not None:
-        _date(payload.get("expiration_date"), "expiration_date")
+    expires_at = _date(payload.get("expiration_date"), "expiration_date")
     reason = _str(payload, "reason", max_length=2000)
     source_id = _str(payload, "source_id")
 
     def work(uow: UnitOfWork) -> dict[str, Any]:
-        result = service.update_card_balance(uow, member_id, points, reason=reason, source_id=source_id)
+        result = service.update_card_balance(
+            uow,
+            member_id,
+            points,
+            reason=reason,
+            source_id=source_id,
+            expires_at=expires_at,
+            campaign_ref=campaign_id,
+        )
         return shapes.balance_out(result)
 
     return JSON(await run_write(_ctx(request), work))
@@ -431,7 +452,7 @@ async def update_card_balance(member_id: str, request: Request) -> JSON:
 
 @router.post("/loyalties/{campaign_id}/members/{member_id}/balance", dependencies=[scope("vouchers:write")])
 async def update_card_balance_in_campaign(campaign_id: str, member_id: str, request: Request) -> JSON:
-    return await _card_balance(member_id, request)
+    return await _card_balance(member_id, request, campaign_id)
 
 
 @router.post("/rewards", dependencies=[scope("campaigns:write")])
@@ -482,7 +503,7 @@ async def assign_reward(reward_id: str, request: Request) -> JSON:
     return JSON(await run_write(_ctx(request), work))
 
 
-async def _redeem_reward(member_id: str, request: Request) -> JSON:
+async def _redeem_reward(member_id: str, request: Request, campaign_id: str | None = None) -> JSON:
     payload = await read_payload(request)
     reward = _dict(payload, "reward")
     reward_id = reward.get("id")
@@ -495,7 +516,7 @@ async def _redeem_reward(member_id: str, request: Request) -> JSON:
     metadata = _dict(payload, "metadata")
 
     def work(uow: UnitOfWork) -> dict[str, Any]:
-        voucher, _campaign = service.loyalty_card(uow, member_id)
+        voucher, _campaign = service.loyalty_card(uow, member_id, campaign_ref=campaign_id)
         redeemed = service.redeem(
             uow, [Redeemable(voucher.code, reward_id=reward_id)], order, None, metadata=metadata
         )
@@ -513,4 +534,4 @@ async def redeem_reward(member_id: str, request: Request) -> JSON:
     "/loyalties/{campaign_id}/members/{member_id}/redemption", dependencies=[scope("vouchers:write")]
 )
 async def redeem_reward_in_campaign(campaign_id: str, member_id: str, request: Request) -> JSON:
-    return await _redeem_reward(member_id, request)
+    return await _redeem_reward(member_id, request, campaign_id)
