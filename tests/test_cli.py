@@ -81,7 +81,8 @@ def test_bench_ingest_prints_one_json_line_last(tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["events"] == 2000
     assert result["events_per_s"] > 0 and result["raw_events_per_s"] > 0
-    assert result["ratio"] == pytest.approx(result["events_per_s"] / result["raw_events_per_s"], rel=0.01)
+    # The ratio is printed to 3 decimals and the rates as whole numbers, so allow for that rounding.
+    assert result["ratio"] == pytest.approx(result["events_per_s"] / result["raw_events_per_s"], abs=0.001)
 
 
 @pytest.mark.usefixtures("demo")
