@@ -40,6 +40,15 @@ def _register_sandboxes() -> None:
 
 _register_sandboxes()
 
+
+def _register_segments() -> None:
+    from perkflow.segments.cli import segments_app
+
+    app.add_typer(segments_app, name="segments")
+
+
+_register_segments()
+
 console = Console(stderr=True)
 out = Console()
 

@@ -1,5 +1,6 @@
 """Background work that runs beside the API in `perkflow serve` and alone in `perkflow worker`:
-delivery to the connected platforms, and periodic jobs (settling points, purging delivered items)."""
+delivery to the connected platforms, and periodic jobs (settling points, purging delivered items,
+evaluating segments)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class BackgroundJobs:
 
     def __init__(self, ctx: AppContext, *, delivery_threads: int | None = None) -> None:
         from perkflow.ledger.service import settle_due_accounts
+        from perkflow.segments.runs import run_due
         from perkflow.sync.deliveries import purge_delivered
         from perkflow.sync.worker import DeliveryWorker
 
@@ -34,6 +36,12 @@ class BackgroundJobs:
         self.tasks: list[PeriodicTask] = [
             PeriodicTask("settle points", ctx.settings.settle_interval_s, lambda: settle_due_accounts(ctx)),
             PeriodicTask("purge delivered outbox items", 3600.0, lambda: purge_delivered(ctx)),
+            # Segment evaluations (new rules, time-relative rules, reconciliation) in bounded slices.
+            PeriodicTask(
+                "evaluate segments",
+                ctx.settings.segment_jobs_interval_s,
+                lambda: run_due(ctx, budget_s=ctx.settings.segment_jobs_interval_s),
+            ),
         ]
         count = ctx.settings.delivery_threads if delivery_threads is None else delivery_threads
         self.workers = [DeliveryWorker(ctx) for _ in range(count)]
