@@ -288,6 +288,7 @@ def apply_changes(
             ],
         )
     log = uow.component(ActivityLog)
+    log.reserve(len(entered) + len(left))
     source = "system" if via == "rules" else "api"
     for kind, changes in ((SEGMENT_LEFT, left), (SEGMENT_ENTERED, entered)):
         for segment, member_id in changes:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from perkflow.api.routing import _has_nul
 from perkflow.core.errors import InvalidInput, PerkflowError
 
 SIGNATURE_HEADER = "X-Perkflow-Signature"
@@ -65,6 +66,9 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
             raise InvalidBody(
                 f"the request body is not valid JSON: {exc}", details={"hint": "numbers must fit in 64 bits"}
             ) from exc
+        if _has_nul(value):
+            # PostgreSQL cannot hold NUL in text; an escaped \u0000 must not reach a query.
+            raise InvalidBody("text may not contain NUL characters (\\u0000)")
         if isinstance(value, str) and "=" in value:
             return dict(parse_qsl(value.strip(), keep_blank_values=True))
         if not isinstance(value, dict):
@@ -112,7 +116,7 @@ def read_reference(payload: dict[str, Any], segment_id: str) -> MemberReference:
         return MemberReference(member_ids=tuple(_identifier(v, "member_ids") for v in listed))
     email = payload.get("email")
     if email is not None and email != "":
-        if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH or "@" not in email:
+        if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH or "@" not in email or "\x00" in email:
             raise InvalidInput(
                 "email must be an email address", code="invalid_input", details={"field": "email"}
             )
