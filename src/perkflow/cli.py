@@ -299,6 +299,19 @@ def bench_sync(
     )
 
 
+@bench_app.command("segments")
+def bench_segments(
+    events: Annotated[int, typer.Option(help="Checkout events to ingest")] = 100_000,
+    members: Annotated[int, typer.Option(help="Members the events are spread over")] = 10_000,
+    batch: Annotated[int, typer.Option(help="Events per bulk request / transaction")] = 1000,
+) -> None:
+    """Bulk ingestion with and without twenty rule segments, then a full recomputation that must
+    agree with the incrementally maintained membership."""
+    from perkflow.bench.segments import run_segments_bench
+
+    run_segments_bench(events=events, members=members, batch=batch, console=console)
+
+
 codes_app = typer.Typer(help="Promotion codes: generation and export.", no_args_is_help=True)
 app.add_typer(codes_app, name="codes")
 

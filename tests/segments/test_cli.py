@@ -14,18 +14,27 @@ from tests.test_cli import perkflow
 pytestmark = pytest.mark.usefixtures("demo")
 
 
-def test_evaluate_list_and_sweep_from_the_command_line(api: TestClient, ctx: AppContext, database_url: str) -> None:
+def test_evaluate_list_and_sweep_from_the_command_line(
+    api: TestClient, ctx: AppContext, database_url: str
+) -> None:
     ctx.settings.segment_batch_size = 2
     enrol(api, "ana", "ben", "cleo")
     checkout(api, "ben", 1500, "T-1")
-    segment = make_segment(api, {"id": "silver", "name": "Silver", "rules": {"conditions": [rule("tier", "eq", "Silver")]}})
+    segment = make_segment(
+        api, {"id": "silver", "name": "Silver", "rules": {"conditions": [rule("tier", "eq", "Silver")]}}
+    )
     assert segment["evaluation"]["status"] == "pending"  # three members do not fit one batch of two
     listed = perkflow("segments", "list", database_url=database_url)
     assert listed.returncode == 0, listed.stderr
     assert "silver" in listed.stdout and "pending" in listed.stdout
     done = perkflow("segments", "evaluate", "silver", database_url=database_url)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"segment_id": "silver", "evaluated": 3, "entered": 1, "left": 0}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "segment_id": "silver",
+        "evaluated": 3,
+        "entered": 1,
+        "left": 0,
+    }
     assert members_of(api, "silver") == ["ben"]
     swept = perkflow("segments", "sweep", "--force", database_url=database_url)
     assert swept.returncode == 0, swept.stderr

@@ -33,17 +33,39 @@ attributes = st.sampled_from(
     ]
 )
 operators = st.sampled_from(
-    ["eq", "ne", "gt", "gte", "lt", "lte", "between", "contains", "in", "exists", "before", "after", "in_date", "??"]
+    [
+        "eq",
+        "ne",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "between",
+        "contains",
+        "in",
+        "exists",
+        "before",
+        "after",
+        "in_date",
+        "??",
+    ]
 )
 values = st.one_of(
     json_values,
-    st.sampled_from(["now-30d", "today", "today+1d", "2026-01-01", "2026-01-01T00:00:00Z", "Gold", ["now-7d", "now"]]),
+    st.sampled_from(
+        ["now-30d", "today", "today+1d", "2026-01-01", "2026-01-01T00:00:00Z", "Gold", ["now-7d", "now"]]
+    ),
 )
-conditions = st.fixed_dictionaries({"attribute": attributes, "operator": operators}, optional={"value": values})
+conditions = st.fixed_dictionaries(
+    {"attribute": attributes, "operator": operators}, optional={"value": values}
+)
 rule_sets = st.recursive(
     st.lists(conditions, min_size=0, max_size=4),
     lambda inner: st.lists(
-        st.one_of(conditions, st.fixed_dictionaries({"match": st.sampled_from(["all", "any", "x"]), "conditions": inner})),
+        st.one_of(
+            conditions,
+            st.fixed_dictionaries({"match": st.sampled_from(["all", "any", "x"]), "conditions": inner}),
+        ),
         max_size=3,
     ),
     max_leaves=8,
@@ -53,7 +75,10 @@ rule_sets = st.recursive(
 @pytest.fixture
 def members(api: TestClient) -> None:
     for member in ("ana", "ben"):
-        api.post("/api/v1/events", json=event(member, "opt_in", email=f"{member}@example.com", birth_date="1990-03-14"))
+        api.post(
+            "/api/v1/events",
+            json=event(member, "opt_in", email=f"{member}@example.com", birth_date="1990-03-14"),
+        )
     api.post("/api/v1/events", json=event("ana", "checkout", transaction_id="T-1", total=6000))
 
 
@@ -70,7 +95,11 @@ def test_arbitrary_rules_never_cause_a_500(api: TestClient, rules: Any, program:
     if created.status_code == 201:
         segment_id = created.json()["id"]
         assert_clean(api.patch(f"/api/v1/segments/{segment_id}", json={"rules": rules}))
-        assert_clean(api.post("/api/v1/events", json=event("ben", "checkout", transaction_id=f"T-{segment_id}", total=100)))
+        assert_clean(
+            api.post(
+                "/api/v1/events", json=event("ben", "checkout", transaction_id=f"T-{segment_id}", total=100)
+            )
+        )
         assert api.delete(f"/api/v1/segments/{segment_id}").status_code == 204
     else:
         assert api.get("/api/v1/segments").json()["data"] == []
@@ -80,9 +109,9 @@ bodies = st.one_of(
     json_values.map(lambda v: ("application/json", v)),
     st.binary(max_size=60).map(lambda b: ("application/json", b)),
     st.text(max_size=60).map(lambda t: ("application/x-www-form-urlencoded", t.encode())),
-    st.dictionaries(st.sampled_from(["user_id", "email", "member_ids", "custom_segment_id", "x"]), json_values, max_size=3).map(
-        lambda d: ("application/json", d)
-    ),
+    st.dictionaries(
+        st.sampled_from(["user_id", "email", "member_ids", "custom_segment_id", "x"]), json_values, max_size=3
+    ).map(lambda d: ("application/json", d)),
 )
 
 
@@ -92,7 +121,9 @@ bodies = st.one_of(
     body=bodies,
     signature=st.one_of(
         st.none(),
-        st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=70).map(lambda t: t.encode("latin-1")),
+        st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=70).map(
+            lambda t: t.encode("latin-1")
+        ),
     ),
     path=st.sampled_from(["vip", "nope", "rules"]),
 )
@@ -100,10 +131,21 @@ def test_arbitrary_inbound_webhooks_never_cause_a_500(
     api: TestClient, body: tuple[str, Any], signature: bytes | None, path: str
 ) -> None:
     api.post("/api/v1/segments", json={"id": "vip", "name": "VIP", "generate_webhook_secret": True})
-    api.post("/api/v1/segments", json={"id": "rules", "name": "Rules", "rules": {"conditions": [{"attribute": "tier", "operator": "exists"}]}})
+    api.post(
+        "/api/v1/segments",
+        json={
+            "id": "rules",
+            "name": "Rules",
+            "rules": {"conditions": [{"attribute": "tier", "operator": "exists"}]},
+        },
+    )
     content_type, payload = body
     raw = payload if isinstance(payload, bytes) else None
-    for headers in ({}, {"Authorization": ""}) if signature is None else ({"X-Perkflow-Signature": signature, "Authorization": ""},):
+    for headers in (
+        ({}, {"Authorization": ""})
+        if signature is None
+        else ({"X-Perkflow-Signature": signature, "Authorization": ""},)
+    ):
         kwargs: dict[str, Any] = {"headers": {"Content-Type": content_type, **headers}}
         if raw is not None:
             kwargs["content"] = raw

@@ -44,7 +44,9 @@ def test_a_tier_segment_is_computed_at_creation_and_followed_as_members_move(api
 def test_points_segments_follow_balance_pending_and_lifetime_points(api: TestClient) -> None:
     enrol(api, "ana", "ben")
     rich = make_segment(api, {"name": "Rich", "rules": {"conditions": [rule("points_balance", "gte", 40)]}})
-    waiting = make_segment(api, {"name": "Waiting", "rules": {"conditions": [rule("points_pending", "gt", 0)]}})
+    waiting = make_segment(
+        api, {"name": "Waiting", "rules": {"conditions": [rule("points_pending", "gt", 0)]}}
+    )
     loyal = make_segment(api, {"name": "Loyal", "rules": {"conditions": [rule("points_earned", "gte", 100)]}})
     checkout(api, "ana", 4000, "T-1")  # 45 points
     checkout(api, "ben", 5000, "T-2", channel="online")  # 60 points pending until accepted
@@ -73,14 +75,18 @@ def test_custom_field_and_profile_rules_follow_profile_changes(api: TestClient) 
         },
     )
     assert lyon["program_id"] is None and lyon["member_count"] == 0
-    response = api.patch("/api/v1/members/ana", json={"fields": {"favourite_store": "Lyon", "newsletter": True}})
+    response = api.patch(
+        "/api/v1/members/ana", json={"fields": {"favourite_store": "Lyon", "newsletter": True}}
+    )
     assert response.status_code == 200, response.text
     assert members_of(api, lyon["id"]) == ["ana"]
     send(api, event("ben", "profile", favourite_store="Lyon", newsletter=True))
     assert members_of(api, lyon["id"]) == ["ana", "ben"]
     api.patch("/api/v1/members/ana", json={"fields": {"newsletter": None}})
     assert members_of(api, lyon["id"]) == ["ben"]
-    created = api.post("/api/v1/members", json={"id": "cleo", "fields": {"favourite_store": "Lyon", "newsletter": True}})
+    created = api.post(
+        "/api/v1/members", json={"id": "cleo", "fields": {"favourite_store": "Lyon", "newsletter": True}}
+    )
     assert created.status_code == 201, created.text
     assert members_of(api, lyon["id"]) == ["ben", "cleo"]
 
@@ -153,7 +159,8 @@ def test_changing_rules_recomputes_membership_and_renames_carry_the_new_name(api
     segment = make_segment(api, {"name": "Big", "rules": {"conditions": [rule("points_balance", "gte", 20)]}})
     assert members_of(api, segment["id"]) == ["ana"]
     response = api.patch(
-        f"/api/v1/segments/{segment['id']}", json={"rules": {"conditions": [rule("points_balance", "lt", 20)]}}
+        f"/api/v1/segments/{segment['id']}",
+        json={"rules": {"conditions": [rule("points_balance", "lt", 20)]}},
     )
     assert response.status_code == 200, response.text
     changed = response.json()
@@ -182,7 +189,9 @@ def test_large_member_bases_are_computed_in_bounded_batches_with_progress(
     read = api.get(f"/api/v1/segments/{segment['id']}").json()
     assert read["evaluation"]["evaluated"] == 3 and read["member_count"] == 2
     # New rules restart the run from the first member.
-    api.patch(f"/api/v1/segments/{segment['id']}", json={"rules": {"conditions": [rule("tier", "eq", "Bronze")]}})
+    api.patch(
+        f"/api/v1/segments/{segment['id']}", json={"rules": {"conditions": [rule("tier", "eq", "Bronze")]}}
+    )
     results = run_due(ctx)
     done = results[segment["id"]]
     assert done["status"] == "ready" and done["evaluated"] == 8 and done["reason"] == "rules_changed"

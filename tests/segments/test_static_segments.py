@@ -41,9 +41,7 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def test_a_braze_webhook_adds_members_by_user_id_or_email_once(
-    api: TestClient, braze: httpx.Client
-) -> None:
+def test_a_braze_webhook_adds_members_by_user_id_or_email_once(api: TestClient, braze: httpx.Client) -> None:
     enrol(api, "ana", email="ana@example.com")
     enrol(api, "ben", "cleo")
     vip = make_segment(api, {"name": "VIP", "description": "filled by Braze"})
@@ -55,13 +53,17 @@ def test_a_braze_webhook_adds_members_by_user_id_or_email_once(
     assert again.status_code == 200 and again.json()["status"] == "already_member"
     by_email = braze.post(url, json={"email": "ANA@example.com", "custom_segment_id": vip["id"]})
     assert by_email.status_code == 201 and by_email.json()["member_id"] == "ana"
-    form = braze.post(url, content=b"user_id=cleo", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    form = braze.post(
+        url, content=b"user_id=cleo", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert form.status_code == 201, form.text
     assert members_of(api, vip["id"]) == ["ana", "ben", "cleo"]
     assert membership_activity(api, "ben") == [("segment_entered", vip["id"], "VIP")]
     sources = {m["member_id"]: m["source"] for m in api.get(f"{url}").json()["data"]}
     assert sources == {"ana": "api", "ben": "api", "cleo": "api"}
-    removed = braze.post(f"{url}/remove", content=b"user_id=ben", headers={"Content-Type": "application/json"})
+    removed = braze.post(
+        f"{url}/remove", content=b"user_id=ben", headers={"Content-Type": "application/json"}
+    )
     assert removed.status_code == 200 and removed.json()["status"] == "removed"
     assert braze.delete(f"{url}/cleo").status_code == 204
     gone = braze.delete(f"{url}/cleo")
@@ -83,7 +85,9 @@ def test_raw_key_value_bodies_under_a_json_content_type(api: TestClient, braze: 
     )
     assert response.status_code == 201, response.text
     assert members_of(api, vip["id"]) == ["111111111"]
-    numeric = braze.post("/api/v1/segments/15401/members", json={"custom_segment_id": 15401, "user_id": 111111111})
+    numeric = braze.post(
+        "/api/v1/segments/15401/members", json={"custom_segment_id": 15401, "user_id": 111111111}
+    )
     assert numeric.status_code == 200 and numeric.json()["status"] == "already_member"
 
 
@@ -123,7 +127,11 @@ def test_signed_webhooks_with_the_segment_secret(api: TestClient, server: str) -
     url = f"{server}/api/v1/segments/{created['id']}/members"
     body = b'{"user_id":"ana"}'
     with httpx.Client(timeout=10) as client:
-        good = client.post(url, content=body, headers={"Content-Type": "application/json", "X-Perkflow-Signature": sign(secret, body)})
+        good = client.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", "X-Perkflow-Signature": sign(secret, body)},
+        )
         assert good.status_code == 201, good.text
         form = b"user_id=ben"
         plain_hex = sign(secret, form).removeprefix("sha256=")
@@ -131,15 +139,22 @@ def test_signed_webhooks_with_the_segment_secret(api: TestClient, server: str) -
         forged = client.post(
             url,
             content=b'{"user_id":"ben"}',
-            headers={"Content-Type": "application/json", "X-Perkflow-Signature": sign("guess", b'{"user_id":"ben"}')},
+            headers={
+                "Content-Type": "application/json",
+                "X-Perkflow-Signature": sign("guess", b'{"user_id":"ben"}'),
+            },
         )
         assert forged.status_code == 401 and forged.json()["code"] == "invalid_signature"
-        tampered = client.post(url, content=b'{"user_id":"ben"} ', headers={"X-Perkflow-Signature": sign(secret, body)})
+        tampered = client.post(
+            url, content=b'{"user_id":"ben"} ', headers={"X-Perkflow-Signature": sign(secret, body)}
+        )
         assert tampered.status_code == 401
         unsigned = client.post(url, json={"user_id": "ben"})
         assert unsigned.status_code == 401 and unsigned.json()["code"] == "unauthorized"
         other = client.post(
-            f"{server}/api/v1/segments/nope/members", content=body, headers={"X-Perkflow-Signature": sign(secret, body)}
+            f"{server}/api/v1/segments/nope/members",
+            content=body,
+            headers={"X-Perkflow-Signature": sign(secret, body)},
         )
         assert other.status_code == 401  # no hint whether the segment exists
         rotated = api.post(f"/api/v1/segments/{created['id']}/webhook-secret")
@@ -174,7 +189,9 @@ def test_keys_need_the_narrow_scope(api: TestClient, ctx: AppContext, server: st
         assert not_bearer.status_code == 401
         # A narrow key adds members, but cannot define, change or read segments.
         as_writer = {"Authorization": f"Bearer {writer}"}
-        assert client.post(f"{server}/api/v1/segments", json={"name": "X"}, headers=as_writer).status_code == 403
+        assert (
+            client.post(f"{server}/api/v1/segments", json={"name": "X"}, headers=as_writer).status_code == 403
+        )
         assert client.delete(f"{server}/api/v1/segments/{vip['id']}", headers=as_writer).status_code == 403
         assert client.get(f"{server}/api/v1/segments", headers=as_writer).status_code == 403
         assert client.post(url, json={"user_id": "ana"}, headers=as_writer).status_code == 201
@@ -183,7 +200,10 @@ def test_keys_need_the_narrow_scope(api: TestClient, ctx: AppContext, server: st
 
 def test_rule_segments_take_no_members_by_api(api: TestClient, braze: httpx.Client) -> None:
     enrol(api, "ana")
-    gold = make_segment(api, {"name": "Gold", "rules": {"conditions": [{"attribute": "tier", "operator": "eq", "value": "Gold"}]}})
+    gold = make_segment(
+        api,
+        {"name": "Gold", "rules": {"conditions": [{"attribute": "tier", "operator": "eq", "value": "Gold"}]}},
+    )
     response = braze.post(f"/api/v1/segments/{gold['id']}/members", json={"user_id": "ana"})
     assert response.status_code == 409 and response.json()["code"] == "segment_not_static"
     assert members_of(api, gold["id"]) == []
@@ -201,9 +221,14 @@ def test_membership_views_and_pagination(api: TestClient) -> None:
     listed = api.get("/api/v1/segments", params={"limit": 1}).json()
     assert [s["id"] for s in listed["data"]] == ["one"] and listed["next_cursor"] == "one"
     rest = api.get("/api/v1/segments", params={"limit": 1, "cursor": "one"}).json()
-    assert [(s["id"], s["member_count"]) for s in rest["data"]] == [("two", 1)] and rest["next_cursor"] is None
+    assert [(s["id"], s["member_count"]) for s in rest["data"]] == [("two", 1)] and rest[
+        "next_cursor"
+    ] is None
     of_m1 = api.get("/api/v1/members/m1/segments").json()["data"]
-    assert [(s["segment_id"], s["kind"], s["source"]) for s in of_m1] == [("one", "static", "api"), ("two", "static", "api")]
+    assert [(s["segment_id"], s["kind"], s["source"]) for s in of_m1] == [
+        ("one", "static", "api"),
+        ("two", "static", "api"),
+    ]
     assert api.get("/api/v1/members/ghost/segments").status_code == 404
     is_in = api.get("/api/v1/segments/two/members/m1").json()
     assert is_in["member"] is True and is_in["source"] == "api"

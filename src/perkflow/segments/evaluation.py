@@ -31,14 +31,15 @@ from perkflow.core.context import AppContext
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import AccountRepository
 from perkflow.members.repository import MemberRepository
-from perkflow.members.views import CustomerView
+from perkflow.members.views import ActivityStats, CustomerView
 from perkflow.programs.service import ProgramCatalog
 from perkflow.segments.rules import (
     SEGMENT_ACTIVITY_TYPES,
-    Resolver,
+    CompiledGroup,
     RuleSet,
     changed_keys,
-    holds,
+    compile_rules,
+    matches,
     may_change,
     parse_rules,
 )
@@ -74,34 +75,57 @@ class RuleSegment:
         return cls(row.id, row.name, row.program_id, parse_rules(row.rules, None))
 
 
+ActivityKey = tuple[str, str, bool, bool]
+PROFILE_KEY: ActivityKey = ("profile", "", False, False)
+
+
 class SegmentIndex:
-    """The rule segments, grouped so an activity finds the ones it may affect without scanning."""
+    """The rule segments, grouped so an activity finds the ones it may affect without scanning.
+
+    What an activity can change depends only on its type, program and whether it moves points
+    (`key`); the segments each key and each combination of keys may affect are worked out once and
+    kept, as tuples sorted by segment id.
+    """
 
     def __init__(self, found: Iterable[RuleSegment]) -> None:
-        self.segments = tuple(sorted(found, key=lambda s: s.id))
+        self.segments = tuple(sorted(found, key=_by_id))
+        self.by_id = {segment.id: segment for segment in self.segments}
         self.by_program: dict[str | None, tuple[RuleSegment, ...]] = {}
         for segment in self.segments:
             self.by_program[segment.program_id] = (*self.by_program.get(segment.program_id, ()), segment)
-        self._memo: dict[tuple[str, str, bool, bool], tuple[RuleSegment, ...]] = {}
+        self._by_key: dict[ActivityKey, tuple[RuleSegment, ...]] = {}
+        self._by_keys: dict[frozenset[ActivityKey], tuple[RuleSegment, ...]] = {}
 
-    def affected(self, activity: Activity) -> tuple[RuleSegment, ...]:
+    @staticmethod
+    def key(activity: Activity) -> ActivityKey | None:
+        """What about an activity decides the segments it may affect; None when it affects none."""
         kind = activity.type
-        if kind in SEGMENT_ACTIVITY_TYPES:
-            return ()
         if kind == "profile":
-            return self.segments
-        program_id = activity.program_id
-        if program_id is None:
+            return PROFILE_KEY
+        if kind in SEGMENT_ACTIVITY_TYPES or activity.program_id is None:
             # Member-level activity other than a profile change moves no standing or statistics.
-            return ()
-        # Apart from profile changes, what an activity may change depends only on these.
-        key = (kind, program_id, activity.points_delta != 0, activity.pending_delta != 0)
-        found = self._memo.get(key)
+            return None
+        return (kind, activity.program_id, activity.points_delta != 0, activity.pending_delta != 0)
+
+    def affected(self, keys: frozenset[ActivityKey]) -> tuple[RuleSegment, ...]:
+        found = self._by_keys.get(keys)
         if found is None:
-            changed = changed_keys(kind, {}, activity.points_delta, activity.pending_delta, True)
+            ids = {segment.id for key in keys for segment in self._for_key(key)}
+            found = tuple(segment for segment in self.segments if segment.id in ids)
+            if len(self._by_keys) < 4096:
+                self._by_keys[keys] = found
+        return found
+
+    def _for_key(self, key: ActivityKey) -> tuple[RuleSegment, ...]:
+        if key == PROFILE_KEY:
+            return self.segments
+        found = self._by_key.get(key)
+        if found is None:
+            kind, program_id, moves_points, moves_pending = key
+            changed = changed_keys(kind, {}, int(moves_points), int(moves_pending), True)
             found = tuple(s for s in self.by_program.get(program_id, ()) if may_change(s.rules, changed))
-            if len(self._memo) < 4096:
-                self._memo[key] = found
+            if len(self._by_key) < 4096:
+                self._by_key[key] = found
         return found
 
 
@@ -157,15 +181,23 @@ def maintain_memberships(uow: UnitOfWork, activities: list[Activity]) -> None:
     index = index_cache(uow.ctx).get(uow)
     if not index.segments:
         return
-    wanted: dict[str, dict[str, RuleSegment]] = {}
+    keys: dict[str, set[ActivityKey]] = {}
+    key_of = index.key
     for activity in activities:
-        found = index.affected(activity)
-        if found:
-            bucket = wanted.setdefault(activity.member_id, {})
-            for segment in found:
-                bucket[segment.id] = segment
+        key = key_of(activity)
+        if key is not None:
+            found = keys.get(activity.member_id)
+            if found is None:
+                keys[activity.member_id] = {key}
+            else:
+                found.add(key)
+    wanted = {}
+    for member_id, member_keys in keys.items():
+        affected = index.affected(frozenset(member_keys))
+        if affected:
+            wanted[member_id] = affected
     if wanted:
-        evaluate_members(uow, {member: tuple(found.values()) for member, found in wanted.items()})
+        evaluate_members(uow, wanted)
 
 
 # -- evaluating members -------------------------------------------------------------------------------------
@@ -174,82 +206,149 @@ def maintain_memberships(uow: UnitOfWork, activities: list[Activity]) -> None:
 def current_memberships(
     uow: UnitOfWork, member_ids: list[str], segment_ids: list[str]
 ) -> set[tuple[str, str]]:
-    """(segment id, member id) pairs among these members and segments, in one query."""
+    """(segment id, member id) pairs among these members and segments, in one query.
+
+    Only the member list goes to the database (through the member index); other segments' rows are
+    dropped here, which is cheaper than a second IN list.
+    """
     db = uow.db
+    wanted = set(segment_ids)
     rows = uow.conn.execute(
         select(segment_members.c.segment_id, segment_members.c.member_id).where(
-            db.in_list(segment_members.c.member_id, "members"),
-            db.in_list(segment_members.c.segment_id, "segments"),
+            db.in_list(segment_members.c.member_id, "members")
         ),
-        {"members": db.list_param(member_ids), "segments": db.list_param(segment_ids)},
+        {"members": db.list_param(member_ids)},
     )
-    return {(row.segment_id, row.member_id) for row in rows}
+    return {(segment_id, member_id) for segment_id, member_id in rows if segment_id in wanted}
 
 
-def decide(uow: UnitOfWork, wanted: Mapping[str, Iterable[RuleSegment]]) -> dict[str, set[str]]:
+@dataclass(frozen=True, slots=True)
+class _ProgramPlan:
+    """The segments of one program in a combination: which attribute paths to read, then which
+    compiled rules to test on them."""
+
+    program_id: str | None
+    paths: tuple[tuple[str, ...], ...]
+    rules: tuple[tuple[str, CompiledGroup], ...]
+
+
+def _plan(
+    segments: tuple[RuleSegment, ...], compiled: dict[str, CompiledGroup], now: Any
+) -> tuple[_ProgramPlan, ...]:
+    by_program: dict[str | None, list[RuleSegment]] = {}
+    for segment in segments:
+        by_program.setdefault(segment.program_id, []).append(segment)
+    plans = []
+    for program_id, found in by_program.items():
+        paths = sorted({path for segment in found for path in segment.rules.paths})
+        rules = []
+        for segment in found:
+            rule = compiled.get(segment.id)
+            if rule is None:
+                rule = compiled[segment.id] = compile_rules(segment.rules.root, now)
+            rules.append((segment.id, rule))
+        plans.append(_ProgramPlan(program_id, tuple(paths), tuple(rules)))
+    return tuple(plans)
+
+
+def decide(uow: UnitOfWork, wanted: Mapping[str, tuple[RuleSegment, ...]]) -> dict[str, set[str]]:
     """For each member, the ids of the given segments whose rules it satisfies now; no writes.
 
     Members and accounts are read through the unit of work's identity maps, so the ones the
     transaction already holds cost nothing and the others one query (accounts: one per program).
+    Members that share a combination of segments (most of a batch) share its plan, and each
+    attribute is read once per member and program, then every rule is tested on plain values.
     """
     member_ids = sorted(wanted)
-    # Rules on standing and statistics alone read only accounts (which ingestion already holds).
-    profiled = sorted(m for m, found in wanted.items() if any(s.rules.needs_profile for s in found))
-    members = uow.component(MemberRepository).load_many(profiled) if profiled else {}
-    catalog = uow.component(ProgramCatalog)
-    accounts = uow.component(AccountRepository)
-    needs: dict[str, set[str]] = {}
+    # What each combination of segments needs loaded (combinations are shared, so this is cheap).
+    needs_of: dict[int, tuple[bool, tuple[tuple[str, bool], ...]]] = {}
+    profiled: list[str] = []
+    accounts_wanted: dict[str, list[str]] = {}
     dated: set[str] = set()
-    for member_id, found in wanted.items():
-        for segment in found:
-            if segment.program_id is not None and segment.rules.needs_program:
-                needs.setdefault(segment.program_id, set()).add(member_id)
-                if segment.rules.needs_dates:
-                    dated.add(segment.program_id)
-    for program_id, ids in needs.items():
-        keys = [(member_id, program_id) for member_id in sorted(ids)]
+    for member_id in member_ids:
+        found = wanted[member_id]
+        needs = needs_of.get(id(found))
+        if needs is None:
+            programs_needed = {
+                (s.program_id, s.rules.needs_dates)
+                for s in found
+                if s.program_id is not None and s.rules.needs_program
+            }
+            needs = needs_of[id(found)] = (
+                any(s.rules.needs_profile for s in found),
+                tuple(sorted(programs_needed)),
+            )
+        if needs[0]:
+            profiled.append(member_id)
+        for program_id, with_dates in needs[1]:
+            accounts_wanted.setdefault(program_id, []).append(member_id)
+            if with_dates:
+                dated.add(program_id)
+    # Rules on standing and statistics alone read only accounts (which ingestion already holds).
+    members = uow.component(MemberRepository).load_many(profiled) if profiled else {}
+    accounts = uow.component(AccountRepository)
+    for program_id, ids in accounts_wanted.items():
+        keys = [(member_id, program_id) for member_id in dict.fromkeys(ids)]
         accounts.load(keys)
         if program_id in dated:
             accounts.load_dates(keys)
     now = uow.now
+    programs = uow.component(ProgramCatalog).programs
+    compiled: dict[str, CompiledGroup] = {}
+    plans: dict[tuple[str, ...], tuple[_ProgramPlan, ...]] = {}
     decided: dict[str, set[str]] = {}
     for member_id in member_ids:
         holding = decided[member_id] = set()
         if member_id in members and members[member_id] is None:
             continue
-        views: dict[str | None, CustomerView] = {}
-        for segment in wanted[member_id]:
-            view = views.get(segment.program_id)
-            if view is None:
-                program = catalog.programs.get(segment.program_id) if segment.program_id else None
-                view = views[segment.program_id] = CustomerView(uow, member_id, program, now=now)
-            if holds(segment.rules.root, _resolver(view), now):
-                holding.add(segment.id)
+        found = wanted[member_id]
+        key = tuple(segment.id for segment in found)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _plan(found, compiled, now)
+        for part in plan:
+            program = programs.get(part.program_id) if part.program_id else None
+            account = accounts.get(member_id, program.id) if program is not None else None
+            # Statistics come from the account (the view would load the member row for them).
+            stats = ActivityStats(account.activity_stats if account is not None else {})
+            view = CustomerView(uow, member_id, program, now=now, overrides={"activity": stats})
+            known = {path: lookup(view, path) for path in part.paths}
+            for segment_id, rule in part.rules:
+                if matches(rule, known):
+                    holding.add(segment_id)
     return decided
 
 
-def evaluate_members(uow: UnitOfWork, wanted: Mapping[str, Iterable[RuleSegment]]) -> tuple[int, int]:
-    """Evaluate each member for its segments and apply the differences; returns (entered, left)."""
-    wanted = {member_id: tuple(found) for member_id, found in wanted.items()}
-    decided = decide(uow, wanted)
-    segment_ids = sorted({segment.id for found in wanted.values() for segment in found})
-    current = current_memberships(uow, sorted(wanted), segment_ids)
+def evaluate_members(uow: UnitOfWork, wanted: Mapping[str, tuple[RuleSegment, ...]]) -> tuple[int, int]:
+    """Evaluate each member for its segments (tuples sorted by segment id, most of them shared) and
+    apply the differences; returns (entered, left)."""
+    canonical = wanted
+    decided = decide(uow, canonical)
+    refs: dict[str, SegmentRef] = {}
+    seen: set[int] = set()
+    for found in canonical.values():
+        if id(found) not in seen:
+            seen.add(id(found))
+            for segment in found:
+                refs[segment.id] = segment.ref
+    present: dict[str, set[str]] = {}
+    for segment_id, member_id in current_memberships(uow, sorted(canonical), sorted(refs)):
+        present.setdefault(member_id, set()).add(segment_id)
     entered: list[tuple[SegmentRef, str]] = []
     left: list[tuple[SegmentRef, str]] = []
-    for member_id in sorted(wanted):
+    for member_id in sorted(canonical):
         holding = decided[member_id]
-        for segment in wanted[member_id]:
-            present = (segment.id, member_id) in current
-            if segment.id in holding and not present:
-                entered.append((segment.ref, member_id))
-            elif present and segment.id not in holding:
-                left.append((segment.ref, member_id))
+        now_in = present.get(member_id, set())
+        for segment_id in sorted(holding - now_in):
+            entered.append((refs[segment_id], member_id))
+        for segment_id in sorted(now_in - holding):
+            left.append((refs[segment_id], member_id))
     apply_changes(uow, entered, left, via="rules")
     return len(entered), len(left)
 
 
-def _resolver(view: CustomerView) -> Resolver:
-    return lambda condition: lookup(view, condition.path)
+def _by_id(segment: RuleSegment) -> str:
+    return segment.id
 
 
 def apply_changes(

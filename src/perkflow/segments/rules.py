@@ -21,13 +21,22 @@ what the periodic re-evaluation is for.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from perkflow.conditions import RELATIVE, Condition, ConditionError, Match, check, parse_condition
+from perkflow.conditions import (
+    RELATIVE,
+    Condition,
+    ConditionError,
+    Match,
+    check,
+    moment_at,
+    parse_condition,
+)
 from perkflow.members.views import DATE_FIELDS, PROFILE_KEYS
 from perkflow.sync.fields import STANDING_FIELDS, fields_changed_by
 
@@ -61,21 +70,13 @@ class RuleSet:
     root: RuleGroup
     depends_on: frozenset[str]
     time_relative: bool
-
-    @property
-    def needs_program(self) -> bool:
-        """Whether the rules read the member's standing in a program (tier, points, activity)."""
-        return any(key in STANDING_FIELDS or key.startswith("activity.") for key in self.depends_on)
-
-    @property
-    def needs_profile(self) -> bool:
-        """Whether the rules read the member's own attributes (profile or custom fields)."""
-        return any(key not in STANDING_FIELDS and not key.startswith("activity.") for key in self.depends_on)
-
-    @property
-    def needs_dates(self) -> bool:
-        """Whether the rules read membership dates, which accounts load only on demand."""
-        return bool(self.depends_on & DATE_FIELDS)
+    # The attribute paths the conditions read: what to fetch once per member before evaluating.
+    paths: frozenset[tuple[str, ...]]
+    # Whether the rules read the member's standing in a program (tier, points, statistics), the
+    # member's own attributes (profile, custom fields), or membership dates (loaded on demand).
+    needs_program: bool
+    needs_profile: bool
+    needs_dates: bool
 
     def to_dict(self) -> dict[str, Any]:
         return self.root.to_dict()
@@ -87,11 +88,22 @@ def parse_rules(raw: Any, custom_fields: Mapping[str, Any] | None, where: str = 
     counter = [0]
     root = _parse_group(raw, where, 1, counter)
     depends: set[str] = set()
+    paths: set[tuple[str, ...]] = set()
     relative = False
     for index, condition in enumerate(root.leaves()):
         depends.add(_dependency(condition, custom_fields, condition_where(root, index, where)))
+        paths.add(condition.path)
         relative = relative or _is_time_relative(condition)
-    return RuleSet(root, frozenset(depends), relative)
+    in_program = {key for key in depends if key in STANDING_FIELDS or key.startswith("activity.")}
+    return RuleSet(
+        root=root,
+        depends_on=frozenset(depends),
+        time_relative=relative,
+        paths=frozenset(paths),
+        needs_program=bool(in_program),
+        needs_profile=bool(depends - in_program),
+        needs_dates=bool(depends & DATE_FIELDS),
+    )
 
 
 def condition_where(root: RuleGroup, index: int, where: str) -> str:
@@ -196,6 +208,103 @@ def _item_holds(item: Condition | RuleGroup, resolve: Resolver, now: datetime) -
     if isinstance(item, RuleGroup):
         return holds(item, resolve, now)
     return check(item, resolve(item), now)
+
+
+# -- compiled evaluation ------------------------------------------------------------------------------------
+#
+# Evaluating thousands of members per transaction through `conditions.check` re-reads each
+# condition's operator and re-parses its value every time. A compiled rule set resolves relative
+# moments once per evaluation time and turns the common shapes (numbers compared with numbers,
+# strings and booleans tested for equality or membership, datetimes against a moment) into direct
+# comparisons; every other value and operator goes to `check`, and a property test holds the two to
+# the same answers.
+
+Predicate = Callable[[Any], bool]
+ORDERS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "after": operator.gt,
+    "before": operator.lt,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGroup:
+    match_all: bool
+    leaves: tuple[tuple[tuple[str, ...], Predicate], ...]
+    groups: tuple[CompiledGroup, ...]
+
+
+def compile_rules(group: RuleGroup, now: datetime) -> CompiledGroup:
+    leaves = []
+    groups = []
+    for item in group.items:
+        if isinstance(item, RuleGroup):
+            groups.append(compile_rules(item, now))
+        else:
+            leaves.append((item.path, compile_condition(item, now)))
+    return CompiledGroup(group.match == "all", tuple(leaves), tuple(groups))
+
+
+def compile_condition(condition: Condition, now: datetime) -> Predicate:
+    """A predicate on the attribute's value equal to `check(condition, value, now)`."""
+    op = condition.operator
+    expected = condition.value
+
+    def slow(actual: Any) -> bool:
+        return check(condition, actual, now)
+
+    compare = ORDERS.get(op)
+    if compare is not None and type(expected) in (int, float):
+
+        def numbers(actual: Any) -> bool:
+            kind = type(actual)
+            return compare(actual, expected) if kind is int or kind is float else slow(actual)
+
+        return numbers
+    if compare is not None and isinstance(expected, str):
+        moment = moment_at(expected, now)
+        if moment is not None:
+
+            def moments(actual: Any) -> bool:
+                if type(actual) is datetime and actual.tzinfo is not None:
+                    return compare(actual, moment)
+                return slow(actual)
+
+            return moments
+    if op in ("eq", "ne") and type(expected) is bool:
+        return (lambda actual: actual is expected) if op == "eq" else (lambda actual: actual is not expected)
+    if op in ("eq", "ne") and type(expected) is str:
+        equal = op == "eq"
+
+        def strings(actual: Any) -> bool:
+            return (actual == expected) is equal if type(actual) is str else slow(actual)
+
+        return strings
+    if op in ("in", "not_in") and all(type(v) is str for v in expected):
+        listed = frozenset(expected)
+        inside = op == "in"
+
+        def members(actual: Any) -> bool:
+            return (actual in listed) is inside if type(actual) is str else slow(actual)
+
+        return members
+    return slow
+
+
+def matches(compiled: CompiledGroup, values: Mapping[tuple[str, ...], Any]) -> bool:
+    """Whether the values (by attribute path, MISSING when absent) satisfy the compiled group."""
+    if compiled.match_all:
+        for path, predicate in compiled.leaves:
+            if not predicate(values[path]):
+                return False
+        return all(matches(group, values) for group in compiled.groups)
+    for path, predicate in compiled.leaves:
+        if predicate(values[path]):
+            return True
+    return any(matches(group, values) for group in compiled.groups)
 
 
 # -- which activities can change an outcome -----------------------------------------------------------------

@@ -105,7 +105,7 @@ def evaluate_batch(uow: UnitOfWork, segment_id: str, batch_size: int) -> dict[st
         .limit(batch_size)
     ).all()
     segment = RuleSegment.from_row(row)
-    entered, left = evaluate_members(uow, {r.id: (segment,) for r in page})
+    entered, left = evaluate_members(uow, dict.fromkeys((r.id for r in page), (segment,)))
     state["evaluated"] += len(page)
     state["entered"] += entered
     state["left"] += left

@@ -562,7 +562,7 @@ def preview(
                 .order_by(members.c.pk)
                 .limit(wanted)
             ).all()
-            decided = decide(uow, {row.id: (segment,) for row in page}) if page else {}
+            decided = decide(uow, dict.fromkeys((row.id for row in page), (segment,))) if page else {}
         for row in page:
             if decided[row.id]:
                 count += 1
