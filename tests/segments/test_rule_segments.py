@@ -254,3 +254,57 @@ def test_deleting_a_segment_removes_its_members_unless_a_distribution_uses_it(ap
     assert api.get(f"/api/v1/segments/{segment['id']}").status_code == 404
     checkout(api, "ana", 1000, "T-1")  # the deleted segment's rules no longer apply anywhere
     assert membership_activity(api, "ana") == [("segment_entered", segment["id"], "Everyone")]
+
+
+def test_segments_read_the_standing_in_their_own_program(api: TestClient) -> None:
+    created = api.post(
+        "/api/v1/programs",
+        json={
+            "id": "cafe",
+            "name": "Cafe club",
+            "currency": "EUR",
+            "earning_rules": [
+                {
+                    "name": "1 per euro",
+                    "event": "checkout",
+                    "kind": "per_amount",
+                    "points": 1,
+                    "amount_unit": 100,
+                }
+            ],
+        },
+    )
+    assert created.status_code == 201, created.text
+    enrol(api, "ana")
+    send(api, {"customer": "ana", "action": "opt_in", "program": "cafe", "data": {}})
+    cafe = make_segment(
+        api,
+        {
+            "name": "Cafe regulars",
+            "program_id": "cafe",
+            "rules": {"conditions": [rule("points_balance", "gte", 20)]},
+        },
+    )
+    demo = make_segment(
+        api, {"name": "Demo rich", "rules": {"conditions": [rule("points_balance", "gte", 20)]}}
+    )
+    assert (cafe["program_id"], demo["program_id"]) == ("cafe", "demo")
+    checkout(api, "ana", 3000, "T-1")  # demo points only
+    assert (members_of(api, cafe["id"]), members_of(api, demo["id"])) == ([], ["ana"])
+    send(
+        api,
+        {
+            "customer": "ana",
+            "action": "checkout",
+            "program": "cafe",
+            "data": {"transaction_id": "C-1", "total": 2500},
+        },
+    )
+    assert members_of(api, cafe["id"]) == ["ana"]
+    changed = api.patch(
+        f"/api/v1/segments/{cafe['id']}", json={"rules": {"conditions": [rule("points_balance", "gte", 30)]}}
+    )
+    assert changed.json()["program_id"] == "cafe" and changed.json()["evaluation"]["left"] == 1
+    static = make_segment(api, {"name": "Static"})
+    response = api.post(f"/api/v1/segments/{static['id']}/evaluate")
+    assert response.status_code == 409 and response.json()["code"] == "segment_not_rule"

@@ -11,7 +11,7 @@ from fastapi import Depends, Query, Request, Response
 from perkflow.api.deps import Ctx, authenticate, read, require, write
 from perkflow.api.responses import JSON, no_content
 from perkflow.api.routing import api_router
-from perkflow.core.errors import Conflict, NotFound, Unauthorized
+from perkflow.core.errors import NotFound, Unauthorized
 from perkflow.core.uow import UnitOfWork
 from perkflow.segments import service
 from perkflow.segments.inbound import (
@@ -125,17 +125,7 @@ def evaluate(
     `max_seconds`; 200 when done, 202 with progress when the rest continues in the background."""
     from perkflow.segments.runs import request_evaluation
 
-    def start(uow: UnitOfWork) -> None:
-        segment = service.get_segment(uow, segment_id)
-        if segment.kind != "rule":
-            raise Conflict(
-                "a static segment has no rules to evaluate",
-                code="segment_not_rule",
-                details={"segment_id": segment_id},
-            )
-        request_evaluation(uow, segment_id, "requested", restart=restart)
-
-    write(ctx, start)
+    write(ctx, lambda uow: request_evaluation(uow, segment_id, "requested", restart=restart))
     state = run_evaluation(ctx, segment_id, deadline=time.monotonic() + max_seconds)
     return JSON(
         {"segment_id": segment_id, "evaluation": _progress(state)},

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from perkflow.core import transactions
 from perkflow.core.clock import isoformat_z
 from perkflow.core.context import AppContext
-from perkflow.core.errors import NotFound
+from perkflow.core.errors import Conflict, NotFound
 from perkflow.core.settings import Settings
 from perkflow.core.uow import UnitOfWork
 from perkflow.members.tables import members
@@ -58,6 +58,12 @@ def request_evaluation(
     row = uow.conn.execute(uow.db.for_update(select(segments).where(segments.c.id == segment_id))).first()
     if row is None:
         raise NotFound(f"segment {segment_id!r} does not exist", code="segment_not_found")
+    if row.kind != "rule":
+        raise Conflict(
+            f"segment {segment_id!r} is static: it has no rules to evaluate",
+            code="segment_not_rule",
+            details={"segment_id": segment_id},
+        )
     state = dict(row.evaluation or {})
     if not restart and state.get("status") in ACTIVE:
         return state
@@ -89,7 +95,9 @@ def evaluate_batch(uow: UnitOfWork, segment_id: str, batch_size: int) -> dict[st
     if row is None:
         raise NotFound(f"segment {segment_id!r} does not exist", code="segment_not_found")
     state = dict(row.evaluation or {})
-    if row.kind != "rule" or state.get("status") not in ACTIVE:
+    if row.kind != "rule":
+        return {}
+    if state.get("status") not in ACTIVE:
         return state
     if state["status"] == "pending" or state.get("version") != row.version:
         state = pending_state(row.version, state.get("reason", "requested"), uow.now) | {

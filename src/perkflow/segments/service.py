@@ -274,7 +274,9 @@ def update_segment(uow: UnitOfWork, segment_id: str, changes: dict[str, Any]) ->
                 code="segment_not_rule",
             )
         rules = check_rules(uow, changes["rules"]) if "rules" in changes else parse_rules(segment.rules, None)
-        program_id = _program_for(uow, rules, changes.get("program_id"))
+        # New rules keep the segment's program unless the change names another one.
+        named = changes.get("program_id", segment.program_id)
+        program_id = _program_for(uow, rules, named)
         if rules.to_dict() != segment.rules or program_id != segment.program_id:
             values["rules"] = rules.to_dict()
             values["program_id"] = program_id
