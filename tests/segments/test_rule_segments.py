@@ -4,6 +4,7 @@ re-evaluated by the periodic job; creating or changing rules computes membership
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -308,3 +309,41 @@ def test_segments_read_the_standing_in_their_own_program(api: TestClient) -> Non
     static = make_segment(api, {"name": "Static"})
     response = api.post(f"/api/v1/segments/{static['id']}/evaluate")
     assert response.status_code == 409 and response.json()["code"] == "segment_not_rule"
+
+
+def test_the_background_jobs_finish_pending_evaluations(api: TestClient, ctx: AppContext) -> None:
+    from perkflow.runtime import BackgroundJobs
+
+    ctx.settings.segment_batch_size = 2
+    ctx.settings.segment_jobs_interval_s = 0.05
+    enrol(api, "ana", "ben", "cleo", "dan", "eve")
+    segment = make_segment(api, {"name": "Everyone", "rules": {"conditions": [rule("opted_in", "eq", True)]}})
+    assert segment["evaluation"]["status"] == "pending"
+    jobs = BackgroundJobs(ctx, delivery_threads=0)
+    jobs.start()
+    try:
+        deadline = time.monotonic() + 30
+        while api.get(f"/api/v1/segments/{segment['id']}").json()["evaluation"]["status"] != "ready":
+            assert time.monotonic() < deadline, "the background jobs did not evaluate the segment"
+            time.sleep(0.05)
+    finally:
+        jobs.stop()
+    assert members_of(api, segment["id"]) == ["ana", "ben", "cleo", "dan", "eve"]
+
+
+def test_a_member_keeps_the_segments_its_activity_could_not_change(api: TestClient) -> None:
+    """In one batch, ana's tier moves (tier segments are evaluated for her) while ben only earns a
+    few points: ben must stay in his tier segment, which nobody evaluated for him."""
+    enrol(api, "ana", "ben")
+    checkout(api, "ben", 1000, "T-0")  # Silver
+    silver = make_segment(api, {"name": "Silver", "rules": {"conditions": [rule("tier", "eq", "Silver")]}})
+    bronze = make_segment(api, {"name": "Bronze", "rules": {"conditions": [rule("tier", "eq", "Bronze")]}})
+    make_segment(api, {"name": "Some points", "rules": {"conditions": [rule("points_balance", "gt", 0)]}})
+    send(
+        api,
+        event("ana", "checkout", transaction_id="T-1", total=1000),
+        event("ben", "checkout", transaction_id="T-2", total=100),
+    )
+    assert members_of(api, silver["id"]) == ["ana", "ben"]
+    assert members_of(api, bronze["id"]) == []
+    assert [t for t, _, _ in membership_activity(api, "ben")] == ["segment_entered", "segment_entered"]

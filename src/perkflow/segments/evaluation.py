@@ -325,10 +325,10 @@ def evaluate_members(uow: UnitOfWork, wanted: Mapping[str, tuple[RuleSegment, ..
     canonical = wanted
     decided = decide(uow, canonical)
     refs: dict[str, SegmentRef] = {}
-    seen: set[int] = set()
+    candidates: dict[int, frozenset[str]] = {}
     for found in canonical.values():
-        if id(found) not in seen:
-            seen.add(id(found))
+        if id(found) not in candidates:
+            candidates[id(found)] = frozenset(segment.id for segment in found)
             for segment in found:
                 refs[segment.id] = segment.ref
     present: dict[str, set[str]] = {}
@@ -338,7 +338,8 @@ def evaluate_members(uow: UnitOfWork, wanted: Mapping[str, tuple[RuleSegment, ..
     left: list[tuple[SegmentRef, str]] = []
     for member_id in sorted(canonical):
         holding = decided[member_id]
-        now_in = present.get(member_id, set())
+        # Only the segments evaluated for this member: others of the batch were not asked about it.
+        now_in = present.get(member_id, set()) & candidates[id(canonical[member_id])]
         for segment_id in sorted(holding - now_in):
             entered.append((refs[segment_id], member_id))
         for segment_id in sorted(now_in - holding):
