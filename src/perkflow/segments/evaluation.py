@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select
@@ -45,10 +46,9 @@ from perkflow.segments.rules import (
 )
 from perkflow.segments.tables import segment_members, segments
 
+# The activity types workflows, distributions and CEP sync react to; data = {segment_id, segment_name}.
 SEGMENT_ENTERED = "segment_entered"
 SEGMENT_LEFT = "segment_left"
-# segment_members.source: who put the member there.
-SOURCES = ("rules", "api", "webhook")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +233,7 @@ class _ProgramPlan:
 
 
 def _plan(
-    segments: tuple[RuleSegment, ...], compiled: dict[str, CompiledGroup], now: Any
+    segments: tuple[RuleSegment, ...], compiled: dict[str, CompiledGroup], now: datetime
 ) -> tuple[_ProgramPlan, ...]:
     by_program: dict[str | None, list[RuleSegment]] = {}
     for segment in segments:
