@@ -11,9 +11,8 @@ from perkflow.core.context import AppContext
 from tests.segments.conftest import checkout, enrol, make_segment, members_of, rule
 from tests.test_cli import perkflow
 
-pytestmark = pytest.mark.usefixtures("demo")
 
-
+@pytest.mark.usefixtures("demo")
 def test_evaluate_list_and_sweep_from_the_command_line(
     api: TestClient, ctx: AppContext, database_url: str
 ) -> None:
@@ -42,3 +41,22 @@ def test_evaluate_list_and_sweep_from_the_command_line(
     assert line["segment_id"] == "silver" and line["status"] == "ready" and line["entered"] == 0
     missing = perkflow("segments", "evaluate", "nope", database_url=database_url)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_bench_segments_agrees_with_a_full_recomputation_and_prints_one_json_line() -> None:
+    """The benchmark fails when the incrementally kept membership differs from a recomputation."""
+    done = perkflow(
+        "bench",
+        "segments",
+        "--events",
+        "1500",
+        "--members",
+        "150",
+        "--batch",
+        "500",
+        database_url="sqlite://",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["events"] == 1500 and result["segments"] == 20 and result["memberships"] > 150
+    assert result["events_per_s_with"] > 0 and result["ratio"] > 0 and result["cpu_ratio"] > 0
