@@ -139,6 +139,22 @@ def _ingest(
     return len(stream) / elapsed, cpu
 
 
+def _membership_changes(ctx: AppContext) -> int:
+    """segment_entered and segment_left activities recorded so far."""
+    from sqlalchemy import func, select
+
+    from perkflow.activity.tables import activities
+
+    with ctx.uow(write=False) as uow:
+        return int(
+            uow.conn.execute(
+                select(func.count())
+                .select_from(activities)
+                .where(activities.c.type.in_(("segment_entered", "segment_left")))
+            ).scalar_one()
+        )
+
+
 def run_segments_bench(*, events: int, members: int, batch: int, console: Console) -> dict[str, Any]:
     from sqlalchemy import func, select
 
@@ -159,7 +175,9 @@ def run_segments_bench(*, events: int, members: int, batch: int, console: Consol
         segment, _ = transactions.run(ctx, partial(create_segment, spec=definition))
         run_evaluation(ctx, segment.id)  # the initial membership, before the measured ingestion
         ids.append(segment.id)
+    changes_before = _membership_changes(ctx)
     with_segments, cpu_with = _ingest(ctx, stream, batch, f"{len(ids)} rule segments", console)
+    changes = _membership_changes(ctx) - changes_before
     with ctx.uow(write=False) as uow:
         memberships = uow.conn.execute(select(func.count()).select_from(segment_members)).scalar_one()
 
@@ -181,6 +199,7 @@ def run_segments_bench(*, events: int, members: int, batch: int, console: Consol
         "members": members,
         "segments": len(ids),
         "memberships": memberships,
+        "membership_changes": changes,
         "events_per_s_without": round(without),
         "events_per_s_with": round(with_segments),
         "ratio": round(with_segments / without, 3),
