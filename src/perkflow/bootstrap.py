@@ -45,6 +45,9 @@ def build_context(
     from perkflow.promotions.distribution import distribute_activities
 
     ctx.subscribers.append(distribute_activities)
+    from perkflow.segments.evaluation import maintain_memberships
+
+    ctx.subscribers.append(maintain_memberships)
     return ctx
 
 

@@ -43,6 +43,15 @@ def _register_sandboxes() -> None:
 
 _register_sandboxes()
 
+
+def _register_segments() -> None:
+    from perkflow.segments.cli import segments_app
+
+    app.add_typer(segments_app, name="segments")
+
+
+_register_segments()
+
 console = Console(stderr=True)
 out = Console()
 
@@ -291,6 +300,19 @@ def bench_sync(
         threads=threads,
         console=console,
     )
+
+
+@bench_app.command("segments")
+def bench_segments(
+    events: Annotated[int, typer.Option(help="Checkout events to ingest")] = 100_000,
+    members: Annotated[int, typer.Option(help="Members the events are spread over")] = 10_000,
+    batch: Annotated[int, typer.Option(help="Events per bulk request / transaction")] = 1000,
+) -> None:
+    """Bulk ingestion with and without twenty rule segments, then a full recomputation that must
+    agree with the incrementally maintained membership."""
+    from perkflow.bench.segments import run_segments_bench
+
+    run_segments_bench(events=events, members=members, batch=batch, console=console)
 
 
 codes_app = typer.Typer(help="Promotion codes: generation and export.", no_args_is_help=True)

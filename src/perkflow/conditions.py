@@ -228,6 +228,11 @@ def moment_of(value: Any) -> datetime | None:
     return _moment(value, datetime(2000, 1, 1, tzinfo=UTC))
 
 
+def moment_at(value: Any, now: datetime) -> datetime | None:
+    """Like `moment_of`, with relative moments (`now-30d`, `today`) resolved against `now`."""
+    return _moment(value, now)
+
+
 def _comparable(value: Any) -> Any:
     """Numbers as numbers, moments as datetimes; None for anything that has no order."""
     if isinstance(value, bool) or value is None:

@@ -1,6 +1,6 @@
 """Background work that runs beside the API in `perkflow serve` and alone in `perkflow worker`:
 delivery to the connected platforms, and periodic jobs (settling points, purging delivered items,
-resuming interrupted code generation)."""
+resuming interrupted code generation, evaluating segments)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class BackgroundJobs:
     def __init__(self, ctx: AppContext, *, delivery_threads: int | None = None) -> None:
         from perkflow.ledger.service import settle_due_accounts
         from perkflow.promotions.service import resume_generation
+        from perkflow.segments.runs import run_due
         from perkflow.sync.deliveries import purge_delivered
         from perkflow.sync.worker import DeliveryWorker
 
@@ -39,6 +40,12 @@ class BackgroundJobs:
             PeriodicTask("purge delivered outbox items", 3600.0, lambda: purge_delivered(ctx)),
             # Code generation jobs whose process died (or was stopped) are finished here.
             PeriodicTask("resume code generation", 5.0, lambda: resume_generation(ctx, stop=self._stop)),
+            # Segment evaluations (new rules, time-relative rules, reconciliation) in bounded slices.
+            PeriodicTask(
+                "evaluate segments",
+                ctx.settings.segment_jobs_interval_s,
+                lambda: run_due(ctx, budget_s=ctx.settings.segment_jobs_interval_s),
+            ),
         ]
         count = ctx.settings.delivery_threads if delivery_threads is None else delivery_threads
         self.workers = [DeliveryWorker(ctx) for _ in range(count)]

@@ -147,6 +147,7 @@ def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI
     from perkflow.programs.router import router as programs_router
     from perkflow.promotions.router import router as promotions_router
     from perkflow.rewards.router import router as rewards_router
+    from perkflow.segments.router import router as segments_router
     from perkflow.sync.router import metrics_router
     from perkflow.sync.router import router as sync_router
     from perkflow.voucherify.router import router as voucherify_router
@@ -160,6 +161,7 @@ def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI
         rewards_router,
         sync_router,
         promotions_router,
+        segments_router,
         auth_router,
     ):
         app.include_router(router, prefix="/api/v1")

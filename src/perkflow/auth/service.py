@@ -35,6 +35,8 @@ SCOPES = {
     "vouchers:read": "read codes, campaigns and publications",
     "vouchers:write": "validate, redeem and roll back codes; change gift and loyalty card balances",
     "campaigns:write": "manage campaigns, code generation, distributions, rewards and loyalty programs",
+    "segments:read": "read segments, their members and previews",
+    "segments:write": "add and remove members of static segments (enough for Braze webhook campaigns)",
 }
 
 

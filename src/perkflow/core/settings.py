@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     generation_lease_s: float = Field(default=60.0, gt=0)
     # The member's wallet page, written next to codes by distributions ({member_id} is URL-encoded).
     wallet_url_template: str = "https://wallet.example.com/members/{member_id}"
+    # Segments: members evaluated per transaction when a rule segment's membership is computed (a
+    # segment created or changed over at most this many members is computed in the request itself).
+    segment_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # How often the background jobs look for segment evaluations to run or continue.
+    segment_jobs_interval_s: float = Field(default=5.0, gt=0)
+    # Rules that change with time alone ("no checkout in 30 days") are re-evaluated this often and
+    # after each UTC midnight; every rule segment is fully reconciled at least this often.
+    segment_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    segment_reconcile_interval_s: float = Field(default=86400.0, gt=0)
     secret_key: str | None = None
     secret_key_file: Path = Path("./var/secret.key")
 

@@ -1,6 +1,6 @@
 """Tables for segments and their members."""
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text
 
 from perkflow.core.schema import JsonDocument, UTCDateTime, metadata
 
@@ -16,6 +16,13 @@ segments = Table(
     Column("program_id", String(64), ForeignKey("programs.id", ondelete="SET NULL"), nullable=True),
     # Key for HMAC-signed inbound membership webhooks (Braze webhook campaigns), sealed like credentials.
     Column("webhook_secret", Text, nullable=True),
+    # Bumped by every change of the definition: evaluation runs restart when the rules they work for
+    # changed, and caches of the rule segments reload when the sum of versions moves.
+    Column("version", Integer, nullable=False, server_default="1"),
+    # Rule segments: the run computing membership over all members, with its progress (see runs.py).
+    Column("evaluation", JsonDocument, nullable=True),
+    # When a full evaluation last finished; periodic re-evaluation is scheduled from it.
+    Column("swept_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
