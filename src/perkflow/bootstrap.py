@@ -45,6 +45,9 @@ def build_context(
     from perkflow.promotions.distribution import distribute_activities
 
     ctx.subscribers.append(distribute_activities)
+    from perkflow.workflows.engine import run_workflows
+
+    ctx.subscribers.append(run_workflows)
     return ctx
 
 

@@ -1,5 +1,6 @@
 """Background work that runs beside the API in `perkflow serve` and alone in `perkflow worker`:
-delivery to the connected platforms, and periodic jobs (settling points, purging delivered items)."""
+delivery to the connected platforms, and periodic jobs (settling points, purging delivered items,
+date-triggered workflows and workflow runs whose wait is over)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ class BackgroundJobs:
         from perkflow.ledger.service import settle_due_accounts
         from perkflow.sync.deliveries import purge_delivered
         from perkflow.sync.worker import DeliveryWorker
+        from perkflow.workflows.scheduler import run_schedules
 
         self.ctx = ctx
         self.tasks: list[PeriodicTask] = [
             PeriodicTask("settle points", ctx.settings.settle_interval_s, lambda: settle_due_accounts(ctx)),
             PeriodicTask("purge delivered outbox items", 3600.0, lambda: purge_delivered(ctx)),
+            PeriodicTask(
+                "workflow schedules", ctx.settings.workflow_schedule_interval_s, lambda: run_schedules(ctx)
+            ),
         ]
         count = ctx.settings.delivery_threads if delivery_threads is None else delivery_threads
         self.workers = [DeliveryWorker(ctx) for _ in range(count)]

@@ -35,6 +35,8 @@ SCOPES = {
     "vouchers:read": "read codes, campaigns and publications",
     "vouchers:write": "validate, redeem and roll back codes; change gift and loyalty card balances",
     "campaigns:write": "manage campaigns, code generation, distributions, rewards and loyalty programs",
+    "workflows:read": "read workflows, their versions and runs",
+    "workflows:write": "create, edit, activate, test and delete workflows; install templates",
 }
 
 

@@ -27,12 +27,12 @@ from perkflow.activity.stream import Activity, ActivityLog
 from perkflow.conditions import MISSING, evaluate, explain, lookup
 from perkflow.core.clock import isoformat_z
 from perkflow.core.context import AppContext
-from perkflow.core.errors import InvalidInput
+from perkflow.core.errors import NotFound, PerkflowError
 from perkflow.core.uow import UnitOfWork
 from perkflow.members.views import CustomerView
 from perkflow.programs.service import ProgramCatalog, ProgramConfig
-from perkflow.workflows.actions import ACTIONS, ActionFailed, RunScope, coupon_view
-from perkflow.workflows.graph import Graph, WaitParams, parse_graph
+from perkflow.workflows.actions import ACTIONS, ActionFailed, RunScope, coupon_view, reward_view
+from perkflow.workflows.graph import COUPON_EVENTS, REWARD_EVENTS, Graph, WaitParams, parse_graph
 from perkflow.workflows.tables import workflow_runs, workflow_versions, workflows
 
 log = logging.getLogger("perkflow.workflows")
@@ -66,6 +66,23 @@ class ActiveWorkflow:
     priority: int
     activated_at: datetime | None
     graph: Graph
+    run_log: str = "acted"  # acted: store runs that did something; all: every run, filtered ones too
+
+    @classmethod
+    def from_row(cls, row: Any, version: int, graph: Graph) -> ActiveWorkflow:
+        return cls(
+            id=row.id,
+            version=version,
+            kind=row.kind,
+            program_id=row.program_id,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            bonus_cap=row.bonus_cap,
+            priority=row.priority,
+            activated_at=row.activated_at,
+            graph=graph,
+            run_log=row.run_log,
+        )
 
     def in_window(self, moment: datetime) -> bool:
         if self.kind != "campaign":
@@ -198,24 +215,11 @@ class IndexCache:
                         "workflow %s version %s no longer compiles; skipped", row.id, row.active_version
                     )
                     continue
-            active.append(
-                ActiveWorkflow(
-                    id=row.id,
-                    version=row.active_version,
-                    kind=row.kind,
-                    program_id=row.program_id,
-                    starts_at=row.starts_at,
-                    ends_at=row.ends_at,
-                    bonus_cap=row.bonus_cap,
-                    priority=row.priority,
-                    activated_at=row.activated_at,
-                    graph=graph,
-                )
-            )
+            active.append(ActiveWorkflow.from_row(row, row.active_version, graph))
         return WorkflowIndex.build(active)
 
-    def graph_of(self, uow: UnitOfWork, workflow_id: str, version: int) -> Graph:
-        """Any version's graph (waiting runs continue on the version they started with)."""
+    def graph_of(self, uow: UnitOfWork, workflow_id: str, version: int) -> Graph | None:
+        """Any version's graph (waiting runs continue on the version they started with); None if gone."""
         key = (workflow_id, version)
         graph = self._compiled.get(key)
         if graph is None:
@@ -223,7 +227,9 @@ class IndexCache:
                 select(workflow_versions.c.graph).where(
                     workflow_versions.c.workflow_id == workflow_id, workflow_versions.c.version == version
                 )
-            ).scalar_one()
+            ).scalar()
+            if raw is None:
+                return None
             graph = self._compiled[key] = parse_graph(raw)
         return graph
 
@@ -279,9 +285,12 @@ def event_view(uow: UnitOfWork, activity: Activity) -> dict[str, Any]:
 def _original_checkout(uow: UnitOfWork, activity_id: str) -> dict[str, Any]:
     from perkflow.activity.queries import get_activity
 
+    recorded = {a.id: a for a in uow.component(ActivityLog).recorded if a.type == "checkout"}
+    if activity_id in recorded:
+        return dict(recorded[activity_id].data)
     try:
         return dict(get_activity(uow.conn, activity_id).data)
-    except Exception:  # pragma: no cover - the checkout was deleted by hand
+    except NotFound:  # pragma: no cover - the checkout was deleted by hand
         return {}
 
 
@@ -321,7 +330,10 @@ class RunOutcome:
             return "interrupted"
         if self.pending:
             return "waiting"
-        return "failed" if self.failed else "completed"
+        if self.failed:
+            return "failed"
+        # Ended at a filter before doing anything: the member or the event did not qualify.
+        return "completed" if self.acted else "filtered"
 
     @property
     def worth_recording(self) -> bool:
@@ -371,7 +383,9 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
             try:
                 result = ACTIONS[node.type](scope, node)
                 outcome.results[node.id] = {"type": node.type, "status": "ok", **result}
-            except ActionFailed as exc:
+            except (ActionFailed, PerkflowError) as exc:
+                # Services validate before they change anything, so a refused action left no trace
+                # and the run can carry on along the action's fail output.
                 outcome.failed = True
                 branch = "fail"
                 outcome.results[node.id] = {
@@ -392,21 +406,32 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
 
 
 class WorkflowRunner:
-    """Runs the workflows triggered by the unit of work's activities and buffers their run records."""
+    """Runs the workflows triggered by the unit of work's activities and buffers their run records.
+
+    In a dry run (`dry_run`) it runs one given workflow only, whatever its status, and keeps each run
+    in `captured` instead of writing it; the caller never commits that unit of work.
+    """
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self.depth: dict[int, int] = {}
         self._rows: list[tuple[Any, ...]] = []
         self._index: WorkflowIndex | None = None
-        self.recorded: list[dict[str, Any]] = []  # what this unit of work ran (for dry runs)
         self.capture = False
+        self.captured: list[dict[str, Any]] = []
 
     @property
     def index(self) -> WorkflowIndex:
         if self._index is None:
             self._index = index_cache(self.uow.ctx).get(self.uow)
         return self._index
+
+    def use_index(self, index: WorkflowIndex) -> None:
+        self._index = index
+
+    def dry_run(self, workflow: ActiveWorkflow) -> None:
+        self._index = WorkflowIndex.build([workflow])
+        self.capture = True
 
     def program_for(self, workflow: ActiveWorkflow, program_id: str | None) -> ProgramConfig | None:
         catalog = self.uow.component(ProgramCatalog)
@@ -415,7 +440,7 @@ class WorkflowRunner:
             return catalog.programs.get(wanted)
         try:
             return catalog.resolve(None)
-        except Exception:
+        except PerkflowError:
             return None
 
     def on_activities(self, activities: list[Activity]) -> None:
@@ -438,9 +463,9 @@ class WorkflowRunner:
                     continue
                 self.run_for_activity(workflow, activity, view, depth)
 
-    def run_for_activity(
-        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int
-    ) -> RunOutcome:
+    def scope_for_activity(
+        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int = 0
+    ) -> RunScope:
         program = self.program_for(workflow, activity.program_id)
         scope = RunScope(
             uow=self.uow,
@@ -457,16 +482,23 @@ class WorkflowRunner:
             customer=CustomerView(self.uow, activity.member_id, program),
             depth=depth,
         )
-        if activity.type in ("reward_claim", "coupon_assigned"):
+        if activity.type in REWARD_EVENTS or activity.type in COUPON_EVENTS:
             scope.coupon = coupon_view(activity.data, "reward" if activity.type == "reward_claim" else "pool")
-            scope.reward = {
-                "id": activity.data.get("reward_id"),
-                "name": activity.data.get("reward_name"),
-                "description": activity.data.get("reward_description"),
-                "points_cost": activity.data.get("points_cost"),
-                "program_id": activity.program_id,
-            }
-        trigger = {"kind": "event", "activity": activity.id, "type": activity.type}
+        if activity.type in REWARD_EVENTS or activity.type == "coupon_assigned":
+            scope.reward = reward_view(activity.data, activity.program_id)
+        return scope
+
+    def run_for_activity(
+        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int = 0
+    ) -> RunOutcome:
+        scope = self.scope_for_activity(workflow, activity, view, depth)
+        trigger: dict[str, Any] = {
+            "kind": workflow.graph.trigger_type,
+            "activity": activity.id,
+            "type": activity.type,
+        }
+        if activity.type in ("segment_entered", "segment_left"):
+            trigger["segment_id"] = activity.data.get("segment_id")
         return self.execute(
             workflow, scope, trigger, workflow.graph.next(workflow.graph.trigger.id, "success")
         )
@@ -482,18 +514,18 @@ class WorkflowRunner:
         if outcome is None:
             outcome = RunOutcome(path=[workflow.graph.trigger.id], explain=self.capture)
         walk(workflow.graph, scope, start, outcome)
-        if outcome.worth_recording or self.capture:
+        if outcome.worth_recording or workflow.run_log == "all" or self.capture:
             self.record(workflow.id, workflow.version, scope, trigger, outcome)
         return outcome
 
     def record(
         self, workflow_id: str, version: int, scope: RunScope, trigger: dict[str, Any], outcome: RunOutcome
     ) -> None:
-        db = self.uow.db
         now = self.uow.now
         resume_at = min((at for _node, at in outcome.pending), default=None)
         context: dict[str, Any] = {}
         if outcome.pending:
+            # What the run needs to continue after its wait, since the event is not kept with it.
             context = {
                 "event": scope.event,
                 "reward": scope.reward,
@@ -504,19 +536,21 @@ class WorkflowRunner:
                 "pending": [[node, isoformat_z(at)] for node, at in outcome.pending],
             }
         status = outcome.status
-        self.recorded.append(
-            {
-                "workflow_id": workflow_id,
-                "version": version,
-                "member_id": scope.member_id,
-                "trigger": trigger,
-                "status": status,
-                "path": outcome.path,
-                "results": outcome.results,
-            }
-        )
         if self.capture:
+            self.captured.append(
+                {
+                    "workflow_id": workflow_id,
+                    "version": version,
+                    "member_id": scope.member_id,
+                    "trigger": trigger,
+                    "status": status,
+                    "path": outcome.path,
+                    "results": outcome.results,
+                    "resume_at": isoformat_z(resume_at) if resume_at else None,
+                }
+            )
             return
+        db = self.uow.db
         self._rows.append(
             (
                 workflow_id,
@@ -536,6 +570,8 @@ class WorkflowRunner:
 
     def _record_skip(self, workflow: ActiveWorkflow, activity: Activity, reason: str) -> None:
         log.warning("workflow %s not run for %s: %s", workflow.id, activity.id, reason)
+        if self.capture:
+            return
         db = self.uow.db
         now = db.param_datetime(self.uow.now)
         self._rows.append(
@@ -559,11 +595,11 @@ class WorkflowRunner:
 
     def guard(
         self, member_id: str, action: str, data: dict[str, Any], occurred_at: datetime, program_id: str | None
-    ) -> None:
-        """Run the modifier branches listening to `action`; an interrupt rejects the event."""
+    ) -> dict[str, Any] | None:
+        """Run the modifier branches listening to `action`; returns the interrupt that rejects the event."""
         workflows_ = self.index.modifiers.get(action)
         if not workflows_:
-            return
+            return None
         view = raw_event_view(action, data, occurred_at, program_id)
         for workflow in workflows_:
             if workflow.program_id is not None and program_id not in (None, workflow.program_id):
@@ -587,18 +623,12 @@ class WorkflowRunner:
             )
             outcome = RunOutcome(path=[workflow.graph.trigger.id], explain=self.capture)
             walk(workflow.graph, scope, workflow.graph.next(workflow.graph.trigger.id, "modifier"), outcome)
-            if outcome.interrupted is not None:
+            if outcome.interrupted is not None or workflow.run_log == "all" or self.capture:
                 trigger = {"kind": "modifier", "type": action, "data": data}
                 self.record(workflow.id, workflow.version, scope, trigger, outcome)
-                raise InvalidInput(
-                    outcome.interrupted["message"],
-                    code="event_interrupted",
-                    details={
-                        "error_code": outcome.interrupted["code"],
-                        "workflow_id": workflow.id,
-                        "node": outcome.interrupted["node"],
-                    },
-                )
+            if outcome.interrupted is not None:
+                return {**outcome.interrupted, "workflow_id": workflow.id, "version": workflow.version}
+        return None
 
     # -- component protocol -------------------------------------------------------------------------------
 
@@ -611,15 +641,17 @@ class WorkflowRunner:
             self.uow.db.bulk_insert(self.uow.conn, workflow_runs, RUN_COLUMNS, rows)
 
 
+class EventInterrupted(PerkflowError):
+    """A workflow's interrupt node rejected the event; `code` is the one the workflow chose."""
+
+    status = 422
+
+
 def run_workflows(uow: UnitOfWork, activities: list[Activity]) -> None:
     """Activity subscriber: run what the activities trigger, in the same transaction."""
-    cache = index_cache(uow.ctx)
-    runner = uow.component(WorkflowRunner) if uow.has_component(WorkflowRunner) else None
-    if runner is None:
-        if not cache.get(uow).by_event:
-            return
-        runner = uow.component(WorkflowRunner)
-    runner.on_activities(activities)
+    if not uow.has_component(WorkflowRunner) and not index_cache(uow.ctx).get(uow).by_event:
+        return
+    uow.component(WorkflowRunner).on_activities(activities)
 
 
 def guard_event(
@@ -630,7 +662,19 @@ def guard_event(
     occurred_at: datetime,
     program_id: str | None,
 ) -> None:
-    """Ingest hook: modifier branches run before the event is applied and may reject it."""
-    if not index_cache(uow.ctx).get(uow).modifiers:
+    """Ingest hook: modifier branches run before the event is applied; an interrupt rejects it."""
+    if not uow.has_component(WorkflowRunner) and not index_cache(uow.ctx).get(uow).modifiers:
         return
-    uow.component(WorkflowRunner).guard(member_id, action, data, occurred_at, program_id)
+    interrupt = uow.component(WorkflowRunner).guard(member_id, action, data, occurred_at, program_id)
+    if interrupt is not None:
+        raise EventInterrupted(
+            interrupt["message"],
+            code=interrupt["code"],
+            details={
+                "interrupted_by": {
+                    "workflow_id": interrupt["workflow_id"],
+                    "version": interrupt["version"],
+                    "node": interrupt["node"],
+                }
+            },
+        )

@@ -126,15 +126,16 @@ class ModifyFieldParams(Params):
     value: Any = None
 
 
+INTEGRATION_HELP = "an integration id, braze or bloomreach (every connected one of that kind), or * (both)"
+
+
 class SyncFieldsParams(Params):
-    integration: str = Field(
-        min_length=1, max_length=64, description="an integration id, or * for every connected CEP"
-    )
+    integration: str = Field("*", min_length=1, max_length=64, description=INTEGRATION_HELP)
     fields: dict[str, Any] = Field(min_length=1, max_length=100, description="remote attribute -> value")
 
 
 class SyncEventParams(Params):
-    integration: str = Field(min_length=1, max_length=64)
+    integration: str = Field("*", min_length=1, max_length=64, description=INTEGRATION_HELP)
     name: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = Field(default_factory=dict, max_length=100)
 
@@ -161,9 +162,26 @@ class WaitParams(Params):
         return self.minutes * 60 + self.hours * 3600 + self.days * 86400
 
 
+INTERRUPT_CODE = re.compile(r"^([a-z][a-z0-9_]{1,63}|[1-9][0-9]{4})$")
+
+
 class InterruptParams(Params):
-    code: int = Field(ge=10000, le=99999, description="five-digit error code returned to the caller")
+    code: str = Field(
+        description="the error code the events API answers with: a five-digit number (as in Antavo) "
+        "or a snake_case name",
+    )
     message: str = Field("the event was rejected by a workflow", min_length=1, max_length=500)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _check_code(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not INTERRUPT_CODE.match(value):
+            raise ValueError(
+                "the code is a five-digit number such as 40001 or a snake_case name such as store_closed"
+            )
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +227,9 @@ NODE_TYPES: dict[str, NodeType] = {
         NodeType("action.interrupt", "flow", InterruptParams, (), "reject the incoming event"),
     )
 }
+# Sync actions may name every connected platform of a kind instead of one integration id, which is
+# what lets templates work before (or whatever) the brand connects.
+CEP_TARGETS = ("*", "braze", "bloomreach")
 REWARD_SOURCES = {"action.reward_claim"}
 COUPON_SOURCES = {"action.reward_claim", "action.assign_coupon"}
 # Activity types whose data describe a reward or a coupon, so the trigger makes them available.
@@ -638,13 +659,14 @@ def _check_targets(node: Node, catalog: Catalog, fail: Any) -> None:
                     f"{params.integration!r} is not a connected webhook integration",
                     "params.integration",
                 )
-        elif params.integration != "*" and catalog.integrations.get(params.integration) not in (
+        elif params.integration not in CEP_TARGETS and catalog.integrations.get(params.integration) not in (
             "braze",
             "bloomreach",
         ):
             fail(
                 node.id,
-                f"{params.integration!r} is not a connected Braze or Bloomreach integration (or * for all)",
+                f"{params.integration!r} is not a connected Braze or Bloomreach integration "
+                "(or braze, bloomreach, * for every connected one)",
                 "params.integration",
             )
     if isinstance(
@@ -652,7 +674,10 @@ def _check_targets(node: Node, catalog: Catalog, fail: Any) -> None:
     ):
         for name in type(params).model_fields:
             if name not in node.values and name in ("value", "fields", "properties", "payload", "points"):
-                node.values[name] = CompiledValue(getattr(params, name))
+                try:
+                    node.values[name] = CompiledValue(getattr(params, name))
+                except ExpressionError:
+                    continue  # reported with the node's other template problems
 
 
 def _discriminator(graph: Graph) -> tuple[tuple[str, ...], frozenset[Any]] | None:
