@@ -390,6 +390,22 @@ def bench_ingest(
     run_ingest_bench(events=events, members=members, batch=batch, console=console)
 
 
+@bench_app.command("workflows")
+def bench_workflows(
+    events: Annotated[int, typer.Option(help="Checkout events to ingest (each run)")] = 100_000,
+    members: Annotated[int, typer.Option(help="Members the events are spread over")] = 10_000,
+    batch: Annotated[int, typer.Option(help="Events per bulk request / transaction")] = 1000,
+    workflows: Annotated[int, typer.Option(help="Active workflows in the second run")] = 1000,
+    matching: Annotated[int, typer.Option(help="Of those, how many every checkout triggers")] = 10,
+) -> None:
+    """Bulk ingestion without workflows, then with 1,000 active ones (10 firing on every checkout)."""
+    from perkflow.bench.workflows import run_workflows_bench
+
+    run_workflows_bench(
+        events=events, members=members, batch=batch, workflows=workflows, matching=matching, console=console
+    )
+
+
 @bench_app.command("sync")
 def bench_sync(
     members: Annotated[int, typer.Option(help="Members enrolled and synced")] = 10_000,

@@ -352,11 +352,23 @@ def test_interrupt_in_a_bulk_request_rejects_only_that_event(api: TestClient) ->
     assert points(api, "ana")["balance"] == 5 + 2 * (10 + 1)
 
 
-def test_workflows_triggering_each_other_stop_at_a_depth(api: TestClient) -> None:
-    ping = create(api, chain(on("point_add"), node("again", "action.add_points", points=1)))
+def test_a_workflow_does_not_feed_on_its_own_activity(api: TestClient) -> None:
+    echo = create(api, chain(on("point_add"), node("again", "action.add_points", points=1)))
     join(api, "ana")
     send(api, "ana", "point_add", points=1)
-    statuses = [r["status"] for r in runs(api, ping["id"])]
-    assert statuses.count("completed") == 4 and statuses[0] == "failed"
-    assert "triggered each other" in runs(api, ping["id"])[0]["results"]["trigger"]["error"]
-    assert points(api, "ana")["balance"] == 5 + 1 + 4
+    assert [r["status"] for r in runs(api, echo["id"])] == ["completed"]
+    assert points(api, "ana")["balance"] == 5 + 1 + 1
+
+
+def test_workflows_answering_each_other_are_stopped_before_they_multiply(api: TestClient) -> None:
+    echoes = [
+        create(api, chain(on("point_add"), node("again", "action.add_points", points=1))) for _ in range(6)
+    ]
+    join(api, "ana")
+    send(api, "ana", "point_add", points=1)
+    statuses = [r["status"] for w in echoes for r in runs(api, w["id"], limit=500)]
+    # 6 runs for the event itself, then 100 runs of the cascade its bonuses start, then a stop.
+    assert statuses.count("completed") == 6 + 100 and statuses.count("failed") == 1
+    failed = next(r for w in echoes for r in runs(api, w["id"], status="failed"))
+    assert "triggered each other" in failed["results"]["trigger"]["error"]
+    assert points(api, "ana")["balance"] == 5 + 1 + 106

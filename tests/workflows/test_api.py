@@ -214,6 +214,7 @@ def test_runs_are_listed_per_workflow_and_per_member_newest_first(api: TestClien
     one = api.get(f"/api/v1/workflow-runs/{mine[0]['id']}").json()
     assert one == mine[0]
     assert api.get("/api/v1/workflow-runs/999999").status_code == 404
+    assert api.get("/api/v1/members/nobody/workflow-runs").json()["code"] == "member_not_found"
 
 
 def test_runs_stopped_by_a_filter_are_not_stored_unless_asked(api: TestClient) -> None:
@@ -258,6 +259,11 @@ def test_listing_filters_and_pages(api: TestClient) -> None:
         a["id"],
         "wf_c",
     ]
+    create(
+        api, chain(on(["opt_in", "checkout", "refund"]), node("p", "action.add_points", points=1)), id="wf_d"
+    )
+    assert [w["id"] for w in api.get("/api/v1/workflows?trigger=checkout").json()["data"]][-1] == "wf_d"
+    assert [w["id"] for w in api.get("/api/v1/workflows?trigger=refund").json()["data"]] == ["wf_d"]
     duplicate = api.post("/api/v1/workflows", json={"id": "wf_a", "name": "again", "graph": bonus()})
     assert duplicate.status_code == 409 and duplicate.json()["code"] == "workflow_exists"
     nodes = api.get("/api/v1/workflows/nodes").json()["data"]

@@ -52,7 +52,7 @@ class ActionFailed(Exception):
         self.code = code
 
 
-@dataclass
+@dataclass(slots=True)
 class RunScope:
     """What a run knows: the member, the triggering event (if any), and what earlier actions produced."""
 
@@ -70,16 +70,28 @@ class RunScope:
     customer: CustomerView
     reward: dict[str, Any] | None = None
     coupon: dict[str, Any] | None = None
+    # Where the run sits in a cascade of workflows triggering each other (see engine.Lineage).
     depth: int = 0
+    root: str = ""
+    chain: frozenset[str] = frozenset()
     preview: bool = False  # dry runs: also show the request each platform would receive
 
+    now_iso: str = ""
+
+    def integrations(self) -> list[Integration]:
+        from perkflow.sync.integrations import cache
+
+        return cache(self.uow.ctx).get(self.uow)
+
     def template_scope(self) -> dict[str, Any]:
+        if not self.now_iso:
+            self.now_iso = isoformat_z(self.now)
         return {
             "event": self.event if self.event is not None else {},
             "customer": self.customer,
             "reward": self.reward or {},
             "coupon": self.coupon or {},
-            "now": isoformat_z(self.now),
+            "now": self.now_iso,
         }
 
     def render(self, node: Node, name: str, default: Any = None) -> Any:
@@ -384,11 +396,9 @@ def modify_field(scope: RunScope, node: Node) -> dict[str, Any]:
 
 def _integrations(scope: RunScope, wanted: str, kinds: tuple[str, ...]) -> list[Integration]:
     """The connected integrations an action sends to: one by id, every one of a kind, or all (*)."""
-    from perkflow.sync.integrations import cache
-
     found = [
         i
-        for i in cache(scope.uow.ctx).get(scope.uow)
+        for i in scope.integrations()
         if i.status != "disconnected" and i.kind in kinds and wanted in ("*", i.kind, i.id)
     ]
     if not found and wanted not in ("*", *kinds):

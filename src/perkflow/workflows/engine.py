@@ -5,7 +5,8 @@ triggering activity and commit with it. Finding the workflows of an activity doe
 active workflows are indexed by trigger (activity type, segment id), and within a trigger by the
 equality their first filter demands of the event (see `graph._discriminator`), so 990 workflows on
 other events or other stores cost a dictionary lookup. Activities that workflow actions record are
-run through the engine too, up to a depth that stops workflows from triggering each other forever.
+run through the engine too; a cascade is bounded (see `Lineage`) so workflows that trigger each other
+cannot run forever or multiply.
 
 A run that stops at a failed filter without doing anything is not stored (it would cost a row per
 listening workflow per event); every run that acts, waits, fails or interrupts is.
@@ -38,6 +39,7 @@ from perkflow.workflows.tables import workflow_runs, workflow_versions, workflow
 log = logging.getLogger("perkflow.workflows")
 
 MAX_DEPTH = 4  # a workflow action's activity may trigger workflows, whose actions may... up to here
+MAX_CASCADE_RUNS = 100  # runs that the activities of workflow actions may trigger, per triggering event
 RUN_COLUMNS = (
     "workflow_id",
     "version",
@@ -395,14 +397,30 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
                     "error": exc.message,
                 }
             outcome.acted = True
-            runner = uow.component(WorkflowRunner)
-            for activity in log_.recorded[before:]:
-                runner.depth[activity.seq] = scope.depth + 1
+            produced = log_.recorded[before:]
+            if produced:
+                uow.component(WorkflowRunner).note_produced(produced, scope)
         stack.extend(reversed(graph.next(node.id, branch)))
     return outcome
 
 
 # -- the unit-of-work component ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where an activity recorded by a workflow action comes from.
+
+    `root` names what started the cascade (the triggering activity or schedule), `chain` the workflows
+    whose runs led to it. A workflow never runs on an activity its own run led to (a workflow giving
+    points on point_add would otherwise feed itself), a cascade stops at MAX_DEPTH, and the runs one
+    root may trigger through workflow actions are capped at MAX_CASCADE_RUNS: without the cap, a few
+    workflows that each answer the others' activities would multiply at every level.
+    """
+
+    root: str
+    chain: frozenset[str]
+    depth: int
 
 
 class WorkflowRunner:
@@ -414,7 +432,11 @@ class WorkflowRunner:
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
-        self.depth: dict[int, int] = {}
+        self.lineage: dict[int, Lineage] = {}  # activity seq -> where it comes from, for action activities
+        self._cascade_runs: dict[str, int] = {}
+        self._programs: dict[str | None, ProgramConfig | None] = {}
+        self._now_param = uow.db.param_datetime(uow.now)
+        self._no_context = uow.db.param_json({})
         self._rows: list[tuple[Any, ...]] = []
         self._index: WorkflowIndex | None = None
         self.capture = False
@@ -434,14 +456,25 @@ class WorkflowRunner:
         self.capture = True
 
     def program_for(self, workflow: ActiveWorkflow, program_id: str | None) -> ProgramConfig | None:
-        catalog = self.uow.component(ProgramCatalog)
         wanted = workflow.program_id or program_id
+        if wanted in self._programs:
+            return self._programs[wanted]
+        catalog = self.uow.component(ProgramCatalog)
+        found: ProgramConfig | None
         if wanted is not None:
-            return catalog.programs.get(wanted)
-        try:
-            return catalog.resolve(None)
-        except PerkflowError:
-            return None
+            found = catalog.programs.get(wanted)
+        else:
+            try:
+                found = catalog.resolve(None)
+            except PerkflowError:
+                found = None
+        self._programs[wanted] = found
+        return found
+
+    def note_produced(self, activities: list[Activity], scope: RunScope) -> None:
+        lineage = Lineage(scope.root or scope.trigger_ref, scope.chain | {scope.workflow_id}, scope.depth + 1)
+        for activity in activities:
+            self.lineage[activity.seq] = lineage
 
     def on_activities(self, activities: list[Activity]) -> None:
         index = self.index
@@ -451,20 +484,52 @@ class WorkflowRunner:
             bucket = index.by_event.get(activity.type)
             if bucket is None:
                 continue
-            depth = self.depth.get(activity.seq, 0)
+            lineage = self.lineage.get(activity.seq) or Lineage(activity.id, frozenset(), 0)
             view = event_view(self.uow, activity)
+
+            def on_event(condition: Any, view: dict[str, Any] = view) -> Any:
+                return lookup(view, condition.path)
+
             for workflow in bucket.candidates(view):
                 if workflow.program_id is not None and activity.program_id not in (None, workflow.program_id):
                     continue
-                if not workflow.in_window(activity.occurred_at):
+                if not workflow.in_window(activity.occurred_at) or workflow.id in lineage.chain:
                     continue
-                if depth >= MAX_DEPTH:
-                    self._record_skip(workflow, activity, "too many workflows triggered each other")
+                gate = workflow.graph.gate
+                if (
+                    gate is not None
+                    and workflow.run_log != "all"
+                    and not self.capture
+                    and not evaluate(gate.group, on_event, self.uow.now)  # type: ignore[arg-type]
+                ):
+                    continue  # the run would end at its first filter without doing anything
+                if lineage.depth and not self._within_cascade(workflow, activity, lineage):
                     continue
-                self.run_for_activity(workflow, activity, view, depth)
+                self.run_for_activity(workflow, activity, view, lineage)
+
+    def _within_cascade(self, workflow: ActiveWorkflow, activity: Activity, lineage: Lineage) -> bool:
+        runs = self._cascade_runs.get(lineage.root, 0)
+        if runs < 0:
+            return False  # this cascade was stopped already
+        if lineage.depth >= MAX_DEPTH or runs >= MAX_CASCADE_RUNS:
+            # Recorded once per cascade, not once per workflow it spares.
+            self._cascade_runs[lineage.root] = -1
+            self._record_skip(
+                workflow,
+                activity,
+                f"too many workflows triggered each other (a cascade stops at depth {MAX_DEPTH} "
+                f"or after {MAX_CASCADE_RUNS} runs)",
+            )
+            return False
+        self._cascade_runs[lineage.root] = runs + 1
+        return True
 
     def scope_for_activity(
-        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int = 0
+        self,
+        workflow: ActiveWorkflow,
+        activity: Activity,
+        view: dict[str, Any],
+        lineage: Lineage | None = None,
     ) -> RunScope:
         program = self.program_for(workflow, activity.program_id)
         scope = RunScope(
@@ -480,8 +545,9 @@ class WorkflowRunner:
             occurred_at=activity.occurred_at,
             event=view,
             customer=CustomerView(self.uow, activity.member_id, program),
-            depth=depth,
         )
+        if lineage is not None:
+            scope.depth, scope.root, scope.chain = lineage.depth, lineage.root, lineage.chain
         if activity.type in REWARD_EVENTS or activity.type in COUPON_EVENTS:
             scope.coupon = coupon_view(activity.data, "reward" if activity.type == "reward_claim" else "pool")
         if activity.type in REWARD_EVENTS or activity.type == "coupon_assigned":
@@ -489,9 +555,13 @@ class WorkflowRunner:
         return scope
 
     def run_for_activity(
-        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int = 0
+        self,
+        workflow: ActiveWorkflow,
+        activity: Activity,
+        view: dict[str, Any],
+        lineage: Lineage | None = None,
     ) -> RunOutcome:
-        scope = self.scope_for_activity(workflow, activity, view, depth)
+        scope = self.scope_for_activity(workflow, activity, view, lineage)
         trigger: dict[str, Any] = {
             "kind": workflow.graph.trigger_type,
             "activity": activity.id,
@@ -521,7 +591,6 @@ class WorkflowRunner:
     def record(
         self, workflow_id: str, version: int, scope: RunScope, trigger: dict[str, Any], outcome: RunOutcome
     ) -> None:
-        now = self.uow.now
         resume_at = min((at for _node, at in outcome.pending), default=None)
         context: dict[str, Any] = {}
         if outcome.pending:
@@ -560,11 +629,11 @@ class WorkflowRunner:
                 status,
                 db.param_json(outcome.path),
                 db.param_json(outcome.results),
-                db.param_json(context),
+                db.param_json(context) if context else self._no_context,
                 db.param_datetime(resume_at),
                 outcome.pending[0][0] if outcome.pending else None,
-                db.param_datetime(now),
-                None if outcome.pending else db.param_datetime(now),
+                self._now_param,
+                None if outcome.pending else self._now_param,
             )
         )
 

@@ -15,6 +15,7 @@ refuse results beyond fixed sizes, and a rendered value must be plain JSON of bo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -230,14 +231,38 @@ def references(source: str) -> References:
     return References(frozenset(roots), frozenset(pairs))
 
 
+SIMPLE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+def _follow(scope: Mapping[str, Any], path: tuple[str, ...], source: str) -> Any:
+    """A dotted path read as the sandbox reads it (keys of mappings, positions in lists), without
+    Jinja: most templates are one such path, and a Jinja call costs a fresh context each time."""
+    current: Any = scope
+    for part in path:
+        if isinstance(current, Mapping):
+            try:
+                current = current[part]
+                continue
+            except KeyError:
+                pass
+        elif isinstance(current, list | tuple) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+            continue
+        raise RenderError(f"{source}: {part!r} is undefined")
+    return current
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     source: str
     typed: bool  # True: one expression, value keeps its type
     _compiled: Any
+    path: tuple[str, ...] | None = None  # a plain dotted path, read without Jinja
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         try:
+            if self.path is not None:
+                return _plain(_follow(scope, self.path, self.source))
             if self.typed:
                 return _plain(self._compiled(**scope))
             return _plain(self._compiled.render(**scope))
@@ -287,7 +312,9 @@ def compile_template(source: str) -> Template:
     expression = _single_expression(source)
     try:
         if expression is not None:
-            return Template(source, True, ENV.compile_expression(expression, undefined_to_none=False))
+            compiled = ENV.compile_expression(expression, undefined_to_none=False)
+            path = tuple(expression.split(".")) if SIMPLE_PATH.match(expression) else None
+            return Template(source, True, compiled, path)
         return Template(source, False, ENV.from_string(source))
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"template syntax error: {exc.message}") from exc

@@ -287,6 +287,8 @@ class Graph:
     modifier_nodes: frozenset[str] = frozenset()
     # An equality the trigger's first filter demands of the event: (attribute path, allowed values).
     discriminator: tuple[tuple[str, ...], frozenset[Any]] | None = None
+    # That first filter itself, when a failure ends the run before anything happens (see `_gate`).
+    gate: Node | None = None
 
     def next(self, node_id: str, branch: str) -> list[str]:
         return self.edges.get((node_id, branch), [])
@@ -453,6 +455,7 @@ def parse_graph(raw: Any, catalog: Catalog | None = None) -> Graph:
     _check_references(graph, catalog, fail)
     if errors:
         raise GraphErrors(errors)
+    graph.gate = _gate(graph)
     graph.discriminator = _discriminator(graph)
     return graph
 
@@ -680,20 +683,27 @@ def _check_targets(node: Node, catalog: Catalog, fail: Any) -> None:
                     continue  # reported with the node's other template problems
 
 
-def _discriminator(graph: Graph) -> tuple[tuple[str, ...], frozenset[Any]] | None:
-    """An equality every run must satisfy before anything happens, so the engine can index on it.
+def _gate(graph: Graph) -> Node | None:
+    """The event-attribute filter a run must pass before anything happens, if there is one.
 
-    Only when the trigger leads to exactly one node, an event-attribute filter whose conditions must
-    all hold and whose fail output leads nowhere: then an event without the value ends the run
-    before it does anything, and skipping the workflow for it changes nothing.
+    When the trigger leads to exactly one node, an event-attribute filter whose fail output leads
+    nowhere, an event failing it ends the run before it does anything, so the engine can check it on
+    the event alone and skip the workflow without setting a run up.
     """
     following = graph.next(graph.trigger.id, "success")
     if len(following) != 1:
         return None
     node = graph.nodes[following[0]]
-    if node.type != "filter.event_attribute" or node.group is None or node.group.match != "all":
+    if node.type != "filter.event_attribute" or node.group is None or graph.next(node.id, "fail"):
         return None
-    if graph.next(node.id, "fail"):
+    return node
+
+
+def _discriminator(graph: Graph) -> tuple[tuple[str, ...], frozenset[Any]] | None:
+    """An equality every run must satisfy before anything happens, so the engine can index on it:
+    one of the gate's conditions, when all of them must hold."""
+    node = graph.gate
+    if node is None or node.group is None or node.group.match != "all":
         return None
     for condition in node.group.conditions:
         if condition.operator == "eq" and _indexable(condition.value):

@@ -20,6 +20,7 @@ from perkflow.core.errors import Conflict, InvalidInput, NotFound
 from perkflow.core.ids import new_id
 from perkflow.core.uow import UnitOfWork
 from perkflow.events.types import BUILTIN_ACTIONS, SYSTEM_ACTIVITY_TYPES, EventTypeCatalog
+from perkflow.members.repository import MemberRepository
 from perkflow.members.service import PROFILE_COLUMNS, FieldCatalog
 from perkflow.members.views import customer_attribute_names
 from perkflow.programs.service import ProgramCatalog
@@ -194,8 +195,13 @@ def list_workflows(
     if kind is not None:
         stmt = stmt.where(workflows.c.kind == kind)
     if trigger is not None:
+        key = workflow_versions.c.trigger_key  # the trigger's event types, comma-separated
         stmt = stmt.where(
-            (workflow_versions.c.trigger_type == trigger) | (workflow_versions.c.trigger_key == trigger)
+            (workflow_versions.c.trigger_type == trigger)
+            | (key == trigger)
+            | key.startswith(f"{trigger},", autoescape=True)
+            | key.endswith(f",{trigger}", autoescape=True)
+            | key.contains(f",{trigger},", autoescape=True)
         )
     if template is not None:
         stmt = stmt.where(workflows.c.template == template)
@@ -504,6 +510,12 @@ def list_runs(
     """Runs newest first; `before` is the cursor the previous page returned."""
     if workflow_id is not None:
         workflow_row(uow, workflow_id)
+    if (
+        member_id is not None
+        and workflow_id is None
+        and uow.component(MemberRepository).get(member_id) is None
+    ):
+        raise NotFound(f"member {member_id!r} does not exist", code="member_not_found")
     stmt = select(workflow_runs)
     if workflow_id is not None:
         stmt = stmt.where(workflow_runs.c.workflow_id == workflow_id)
