@@ -339,3 +339,56 @@ def test_random_graphs_never_cause_a_500(api: TestClient, graph: dict[str, Any])
     if response.status_code == 201:
         activated = api.post(f"/api/v1/workflows/{response.json()['id']}/activate")
         assert activated.status_code in (200, 409, 422), activated.text
+
+
+dry_run_bodies = st.fixed_dictionaries(
+    {"member_id": st.sampled_from(["ana", "nobody", "", "a b"])},
+    optional={
+        "event": st.fixed_dictionaries(
+            {},
+            optional={
+                "action": st.sampled_from(["checkout", "opt_in", "x", ""]),
+                "data": st.dictionaries(
+                    st.sampled_from(["total", "store", "items"]), graph_values, max_size=3
+                ),
+                "effects": st.dictionaries(st.sampled_from(["points", "tier"]), graph_values, max_size=2),
+                "occurred_at": graph_values,
+            },
+        )
+        | graph_values,
+        "member": graph_values,
+        "version": graph_values,
+        "at": graph_values,
+    },
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(
+    body=dry_run_bodies,
+    patch=st.dictionaries(
+        st.sampled_from(["name", "kind", "priority", "graph", "ends_at", "bonus_cap", "run_log"]),
+        graph_values,
+        max_size=3,
+    ),
+)
+def test_odd_dry_runs_and_edits_never_cause_a_500(
+    api: TestClient, body: dict[str, Any], patch: dict[str, Any]
+) -> None:
+    if api.get("/api/v1/workflows/wf_fuzz").status_code == 404:
+        graph = chain(
+            on("checkout"),
+            where("big", "event", ("total", "gt", 10)),
+            node(
+                "tell",
+                "action.sync_event",
+                name="x",
+                properties={"t": "{{ event.total }}", "s": "{{ event.store }}"},
+            ),
+        )
+        create(api, graph, id="wf_fuzz")
+        join(api, "ana")
+    response = api.post("/api/v1/workflows/wf_fuzz/test", json=body)
+    assert response.status_code in (200, 400, 404, 422), response.text
+    edited = api.patch("/api/v1/workflows/wf_fuzz", json=patch)
+    assert edited.status_code in (200, 400, 409, 422), edited.text

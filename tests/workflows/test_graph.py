@@ -88,6 +88,7 @@ def test_a_valid_graph_compiles_with_its_trigger_and_edges() -> None:
             "d",
             "cron",
         ),
+        (chain(node("d", "trigger.date", cron="0 0 31 2 *")), "d", "never happens"),
         (
             chain(node("d", "trigger.date", cron="0 9 * * *", at="2026-01-01T00:00:00Z")),
             "d",

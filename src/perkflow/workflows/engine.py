@@ -9,7 +9,9 @@ run through the engine too; a cascade is bounded (see `Lineage`) so workflows th
 cannot run forever or multiply.
 
 A run that stops at a failed filter without doing anything is not stored (it would cost a row per
-listening workflow per event); every run that acts, waits, fails or interrupts is.
+listening workflow per event) unless the workflow asks for every run (`run_log: all`); every run
+that acts, waits, fails or interrupts is. A first event filter that decides alone (the graph's gate)
+is checked on the event before a run is even set up.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from perkflow.conditions import ConditionError, ConditionGroup, moment_of, parse_group
@@ -64,8 +64,13 @@ class DateTrigger(Params):
             raise ValueError("give either at (one-time) or cron (repeating)")
         if self.at is not None and (self.at.tzinfo is None or self.at.utcoffset() is None):
             raise ValueError("at needs a UTC offset or Z")
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"{self.cron!r} is not a cron schedule (minute hour day month weekday)")
+        if self.cron is not None:
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"{self.cron!r} is not a cron schedule (minute hour day month weekday)")
+            try:
+                croniter(self.cron, datetime(2000, 1, 1)).get_next(datetime)
+            except CroniterBadDateError as exc:
+                raise ValueError(f"{self.cron!r} never happens (e.g. 31 February)") from exc
         return self
 
 

@@ -20,7 +20,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from sqlalchemy import func, or_, select, update
 
 from perkflow.conditions import evaluate, lookup
@@ -98,7 +98,12 @@ def run_date_triggers(ctx: AppContext, *, worker: str | None = None, batch: int 
             # on what it missed while the service was down, never on what passed while it was inactive.
             last = _last_occurrence(uow, workflow.id)
             after = max(filter(None, [last, workflow.activated_at]), default=now)
-            for moment in due_occurrences(trigger, after=after, now=now):
+            try:
+                due = due_occurrences(trigger, after=after, now=now)
+            except CroniterBadDateError:  # pragma: no cover - refused when saved
+                log.warning("workflow %s: its schedule has no next occurrence", workflow.id)
+                continue
+            for moment in due:
                 if workflow.in_window(moment):
                     plans.append((workflow, moment))
             # Occurrences a dead scheduler left unfinished.
@@ -108,7 +113,12 @@ def run_date_triggers(ctx: AppContext, *, worker: str | None = None, batch: int 
                     plans.append((workflow, moment))
     done = 0
     for workflow, moment in sorted(plans, key=lambda p: p[1]):
-        done += run_occurrence(ctx, workflow, moment, worker=worker, batch=batch)
+        try:
+            done += run_occurrence(ctx, workflow, moment, worker=worker, batch=batch)
+        except Exception:
+            # One workflow's failure must not hold up the others; its occurrence keeps its resume
+            # point and is taken up again on the next pass.
+            log.exception("workflow %s: the occurrence of %s failed; it will be resumed", workflow.id, moment)
     return done
 
 
