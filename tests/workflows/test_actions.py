@@ -372,3 +372,31 @@ def test_workflows_answering_each_other_are_stopped_before_they_multiply(api: Te
     failed = next(r for w in echoes for r in runs(api, w["id"], status="failed"))
     assert "triggered each other" in failed["results"]["trigger"]["error"]
     assert points(api, "ana")["balance"] == 5 + 1 + 106
+
+
+def test_a_waiting_run_that_cannot_continue_does_not_hold_up_the_others(
+    api: TestClient, ctx: AppContext, clock: ManualClock
+) -> None:
+    from sqlalchemy import update
+
+    from perkflow.workflows.tables import workflow_runs
+
+    workflow = create(
+        api,
+        chain(
+            on("opt_in"), node("later", "action.wait", minutes=5), node("p", "action.add_points", points=1)
+        ),
+    )
+    join(api, "ana")
+    join(api, "ben")
+    broken = runs(api, workflow["id"], member="ana")[0]["id"]
+    with ctx.uow() as uow:  # as a run stored by a buggy version would look
+        uow.conn.execute(
+            update(workflow_runs).where(workflow_runs.c.id == broken).values(context={"pending": "x"})
+        )
+        uow.commit()
+    clock.advance(timedelta(minutes=6))
+    assert resume_waiting_runs(ctx) == 1
+    assert runs(api, workflow["id"], member="ana")[0]["status"] == "failed"
+    assert runs(api, workflow["id"], member="ben")[0]["status"] == "completed"
+    assert points(api, "ben")["balance"] == 6 and points(api, "ana")["balance"] == 5

@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perkflow.conditions import ConditionError, evaluate, lookup, parse_group
 from perkflow.workflows.expressions import (
@@ -15,6 +17,7 @@ from perkflow.workflows.expressions import (
     compile_template,
     references,
 )
+from perkflow.workflows.graph import compile_group
 
 NOW = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 VIEW: dict[str, Any] = {
@@ -204,3 +207,38 @@ def test_compiled_values_render_nested_structures_once_compiled() -> None:
     value = CompiledValue({"total": "{{ event.total }}", "list": ["{{ customer.tier }}", 3], "static": "x"})
     assert value.render(SCOPE) == {"total": 4250, "list": ["Gold", 3], "static": "x"}
     assert CompiledValue({"a": 1}).is_static
+
+
+values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(-5, 5)
+    | st.sampled_from(["Gold", "gold", "", "2026-03-14", "2026-03-14T09:00:00Z", "now-1d", "3"])
+    | st.lists(st.sampled_from(["Gold", 3, "x"]), max_size=2)
+)
+operators = st.sampled_from(
+    ["eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "exists", "before", "after"]
+)
+
+
+@settings(max_examples=400)
+@given(
+    conditions=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "a.b"]), operators, values), min_size=1, max_size=3
+    ),
+    match=st.sampled_from(["all", "any"]),
+    view=st.dictionaries(
+        st.sampled_from(["a", "b"]), values | st.dictionaries(st.just("b"), values), max_size=2
+    ),
+)
+def test_compiled_filters_answer_exactly_as_the_conditions_do(
+    conditions: list[tuple[str, str, Any]], match: str, view: dict[str, Any]
+) -> None:
+    raw = [{"attribute": a, "operator": o, "value": v} for a, o, v in conditions]
+    try:
+        group = parse_group({"match": match, "conditions": raw})
+    except ConditionError:
+        return
+    expected = evaluate(group, lambda c: lookup(view, c.path), NOW)
+    assert compile_group(group)(view, NOW) is expected

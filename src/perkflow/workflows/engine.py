@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from perkflow.activity.stream import Activity, ActivityLog
-from perkflow.conditions import MISSING, evaluate, explain, lookup
+from perkflow.conditions import MISSING, explain, lookup
 from perkflow.core.clock import isoformat_z
 from perkflow.core.context import AppContext
 from perkflow.core.errors import NotFound, PerkflowError
@@ -354,14 +354,14 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
         outcome.path.append(node.id)
         branch = "success"
         if node.kind == "filter":
-            assert node.group is not None
+            assert node.group is not None and node.test is not None
             source: Any = scope.event if node.type == "filter.event_attribute" else scope.customer
             source = source if source is not None else {}
 
             def resolve(condition: Any, source: Any = source) -> Any:
                 return lookup(source, condition.path)
 
-            passed = evaluate(node.group, resolve, scope.now)
+            passed = node.test(source, scope.now)
             branch = "success" if passed else "fail"
             if outcome.explain:
                 outcome.results[node.id] = {
@@ -488,10 +488,7 @@ class WorkflowRunner:
                 continue
             lineage = self.lineage.get(activity.seq) or Lineage(activity.id, frozenset(), 0)
             view = event_view(self.uow, activity)
-
-            def on_event(condition: Any, view: dict[str, Any] = view) -> Any:
-                return lookup(view, condition.path)
-
+            now = self.uow.now
             for workflow in bucket.candidates(view):
                 if workflow.program_id is not None and activity.program_id not in (None, workflow.program_id):
                     continue
@@ -502,7 +499,7 @@ class WorkflowRunner:
                     gate is not None
                     and workflow.run_log != "all"
                     and not self.capture
-                    and not evaluate(gate.group, on_event, self.uow.now)  # type: ignore[arg-type]
+                    and not gate.test(view, now)  # type: ignore[misc]
                 ):
                     continue  # the run would end at its first filter without doing anything
                 if lineage.depth and not self._within_cascade(workflow, activity, lineage):

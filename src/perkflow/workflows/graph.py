@@ -9,8 +9,9 @@ fields, rewards, integrations) is passed in as a `Catalog`.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -18,7 +19,16 @@ from typing import Any, Literal
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perkflow.conditions import ConditionError, ConditionGroup, moment_of, parse_group
+from perkflow.conditions import (
+    MISSING,
+    Condition,
+    ConditionError,
+    ConditionGroup,
+    check,
+    lookup,
+    moment_of,
+    parse_group,
+)
 from perkflow.workflows.expressions import (
     ROOTS,
     CompiledValue,
@@ -269,6 +279,57 @@ class GraphErrors(ValueError):
         self.errors = errors
 
 
+Predicate = Callable[[Mapping[str, Any], datetime], bool]
+
+
+def compile_group(group: ConditionGroup) -> Predicate:
+    """The group as one function of a view and the moment, answering exactly as `conditions.check`.
+
+    Filters run for every event a workflow listens to, so the common conditions (a number compared
+    with a constant, a text equal to a constant) are specialised; every other condition is checked
+    by `conditions.check` itself.
+    """
+    tests = [_condition_test(c) for c in group.conditions]
+    if len(tests) == 1:
+        return tests[0]
+    if group.match == "all":
+        return lambda view, now: all(test(view, now) for test in tests)
+    return lambda view, now: any(test(view, now) for test in tests)
+
+
+NUMBER_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _condition_test(condition: Condition) -> Predicate:
+    path, op, expected = condition.path, condition.operator, condition.value
+    key = path[0] if len(path) == 1 else None
+
+    def value_of(view: Mapping[str, Any]) -> Any:
+        return view.get(key, MISSING) if key is not None else lookup(view, path)
+
+    number = isinstance(expected, int | float) and not isinstance(expected, bool)
+    if number and op in NUMBER_TESTS:
+        compare = NUMBER_TESTS[op]
+
+        def number_test(view: Mapping[str, Any], now: datetime) -> bool:
+            # check() orders only numbers with a number: text, dates, booleans and absence fail.
+            actual = value_of(view)
+            return type(actual) in (int, float) and compare(actual, expected)
+
+        return number_test
+    if op in ("eq", "ne") and isinstance(expected, str) and moment_of(expected) is None:
+        # A text that is not a date equals only the same text (check() compares dates as moments).
+        if op == "eq":
+            return lambda view, now: value_of(view) == expected
+        return lambda view, now: value_of(view) != expected
+    return lambda view, now: check(condition, value_of(view), now)
+
+
 @dataclass(slots=True)
 class Node:
     id: str
@@ -276,6 +337,7 @@ class Node:
     raw_params: dict[str, Any]
     params: Any  # the validated Params model
     group: ConditionGroup | None = None  # filters, and the date trigger's prefilter
+    test: Predicate | None = None  # the group, compiled
     values: dict[str, CompiledValue] = field(default_factory=dict)  # action params that may be templates
 
     @property
@@ -393,6 +455,8 @@ def parse_graph(raw: Any, catalog: Catalog | None = None) -> Graph:
         except ConditionError as exc:
             fail(node_id, exc.message, exc.where)
             continue
+        if node.group is not None:
+            node.test = compile_group(node.group)
         nodes[node_id] = node
 
     triggers = [n for n in nodes.values() if n.kind == "trigger"]

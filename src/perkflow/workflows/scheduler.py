@@ -265,26 +265,69 @@ def _resolver(view: CustomerView) -> Any:
     return lambda condition: lookup(view, condition.path)
 
 
+def _due_runs(uow: UnitOfWork, limit: int, only: int | None = None) -> list[Any]:
+    stmt = (
+        select(workflow_runs)
+        .where(workflow_runs.c.status == "waiting", workflow_runs.c.resume_at <= uow.now)
+        .order_by(workflow_runs.c.resume_at)
+        .limit(limit)
+    )
+    if only is not None:
+        stmt = stmt.where(workflow_runs.c.id == only)
+    return list(uow.conn.execute(uow.db.for_update(stmt, skip_locked=True)).all())
+
+
 def resume_waiting_runs(ctx: AppContext, *, batch: int = 200) -> int:
-    """Continue every waiting run whose time has come; returns how many were continued."""
+    """Continue every waiting run whose time has come; returns how many were continued.
+
+    Runs are continued in batches, one transaction each. If a batch fails, its runs are retried one
+    by one, and a run that fails on its own is marked failed, so one bad run cannot hold up the others.
+    """
+    with ctx.uow(write=False) as uow:  # most passes find nothing: do not take the write lock for that
+        if not _due_runs(uow, 1):
+            return 0
     resumed = 0
     while True:
-        with ctx.uow() as uow:
-            stmt = (
-                select(workflow_runs)
-                .where(workflow_runs.c.status == "waiting", workflow_runs.c.resume_at <= uow.now)
-                .order_by(workflow_runs.c.resume_at)
-                .limit(batch)
-            )
-            rows = uow.conn.execute(uow.db.for_update(stmt, skip_locked=True)).all()
-            if not rows:
-                return resumed
-            for row in rows:
-                _resume(uow, row)
-                resumed += 1
-            uow.commit()
+        rows: list[Any] = []
+        try:
+            with ctx.uow() as uow:
+                rows = _due_runs(uow, batch)
+                for row in rows:
+                    _resume(uow, row)
+                uow.commit()
+            resumed += len(rows)
+        except Exception:
+            log.exception("resuming a batch of waiting workflow runs failed; retrying them one by one")
+            resumed += _resume_one_by_one(ctx, [row.id for row in rows])
         if len(rows) < batch:
             return resumed
+
+
+def _resume_one_by_one(ctx: AppContext, run_ids: list[int]) -> int:
+    resumed = 0
+    for run_id in run_ids:
+        try:
+            with ctx.uow() as uow:
+                for row in _due_runs(uow, 1, only=run_id):
+                    _resume(uow, row)
+                    resumed += 1
+                uow.commit()
+        except Exception as exc:
+            log.exception("workflow run %s could not be resumed; it is marked failed", run_id)
+            with ctx.uow() as uow:
+                uow.conn.execute(
+                    update(workflow_runs)
+                    .where(workflow_runs.c.id == run_id)
+                    .values(
+                        status="failed",
+                        resume_at=None,
+                        resume_node=None,
+                        finished_at=uow.now,
+                        context={"error": f"resuming failed: {type(exc).__name__}"},
+                    )
+                )
+                uow.commit()
+    return resumed
 
 
 def _resume(uow: UnitOfWork, row: Any) -> None:
