@@ -93,7 +93,8 @@ def print_workflows(console: Console, ctx: AppContext) -> None:
             f" {workflow['trigger']['key']}" if workflow["trigger"]["key"] else ""
         )
         if workflow["trigger"]["type"] == "date":
-            trigger += " " + workflow["graph"]["nodes"][0]["params"]["cron"]
+            params = next(n["params"] for n in workflow["graph"]["nodes"] if n["type"] == "trigger.date")
+            trigger += " " + (params.get("cron") or params.get("at") or "")
         runs = ", ".join(f"{n} {status}" for status, n in sorted(entry["runs"].items())) or "none"
         detail = ""
         if latest is not None:
