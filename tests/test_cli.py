@@ -27,7 +27,7 @@ def test_demo_once_replays_the_day_and_exits_zero(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'var' / 'demo.db'}"
     done = perkflow("demo", "--once", database_url=url)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "All 17 steps did what was expected" in done.stdout
+    assert "All 20 steps did what was expected" in done.stdout
     assert "FAIL" not in done.stdout
     assert "What Braze received" in done.stdout and "What Bloomreach received" in done.stdout
     assert "loyalty_tier=Silver" in done.stdout and "ana@example.com" in done.stdout

@@ -48,6 +48,9 @@ def build_context(
     from perkflow.segments.evaluation import maintain_memberships
 
     ctx.subscribers.append(maintain_memberships)
+    from perkflow.workflows.engine import run_workflows
+
+    ctx.subscribers.append(run_workflows)
     return ctx
 
 

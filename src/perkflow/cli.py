@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -209,6 +209,131 @@ def jobs_settle() -> None:
     out.print(f"settled {settle_due_accounts(ctx)} accounts")
 
 
+@jobs_app.command("workflows")
+def jobs_workflows(
+    batch: Annotated[int, typer.Option(help="Members per transaction of a date-triggered run")] = 500,
+) -> None:
+    """Run due date-triggered workflows (catching up on missed occurrences) and resume finished waits.
+
+    Safe to run from several hosts at once: each occurrence and each waiting run is taken by one.
+    """
+    import json
+
+    from perkflow.bootstrap import build_context
+    from perkflow.workflows.scheduler import resume_waiting_runs, run_date_triggers
+
+    ctx = build_context(pool=False)
+    result = {"date_runs": run_date_triggers(ctx, batch=batch), "resumed": resume_waiting_runs(ctx)}
+    ctx.close()
+    print(json.dumps(result))
+
+
+workflows_app = typer.Typer(help="Workflows: templates, activation, listing.", no_args_is_help=True)
+app.add_typer(workflows_app, name="workflows")
+
+
+@workflows_app.command("list")
+def workflows_list(
+    status: Annotated[str | None, typer.Option(help="inactive, active or archived")] = None,
+) -> None:
+    """The workflows with their status, trigger and version."""
+    from rich.table import Table
+
+    from perkflow.bootstrap import build_context
+    from perkflow.core import transactions
+    from perkflow.workflows.service import list_workflows
+
+    ctx = build_context(pool=False)
+    found, _ = transactions.run(ctx, lambda uow: list_workflows(uow, status=status, limit=1000), write=False)
+    table = Table()
+    for column in ("id", "name", "kind", "status", "trigger", "version", "template"):
+        table.add_column(column)
+    for w in found:
+        trigger = w["trigger"]["type"] + (f": {w['trigger']['key']}" if w["trigger"]["key"] else "")
+        table.add_row(
+            w["id"], w["name"], w["kind"], w["status"], trigger, str(w["version"]), w["template"] or ""
+        )
+    out.print(table)
+
+
+@workflows_app.command("templates")
+def workflows_templates() -> None:
+    """The ready-made workflows `install-templates` installs, with their parameters."""
+    from perkflow.workflows.templates import TEMPLATES
+
+    for t in TEMPLATES.values():
+        params = ", ".join(f"{p.name}{'' if p.required else f'={p.default}'}" for p in t.params)
+        out.print(f"[bold]{t.name}[/bold] ({t.title}): {t.description}  [dim]params: {params}[/dim]")
+
+
+@workflows_app.command("install-templates")
+def workflows_install_templates(
+    names: Annotated[list[str] | None, typer.Argument(help="Templates to install (default: all)")] = None,
+    reward: Annotated[str | None, typer.Option(help="The reward the birthday_reward template gives")] = None,
+    program: Annotated[str | None, typer.Option(help="Run the workflows in this program")] = None,
+    activate: Annotated[bool, typer.Option(help="Activate them too (they install inactive)")] = False,
+) -> None:
+    """Install the seed use cases as workflows; ones already installed are left as they are."""
+    from perkflow.bootstrap import build_context
+    from perkflow.core import transactions
+    from perkflow.core.errors import PerkflowError
+    from perkflow.core.uow import UnitOfWork
+    from perkflow.workflows.service import activate as activate_workflow
+    from perkflow.workflows.templates import TEMPLATES, get_template, install_template
+
+    ctx = build_context(pool=False)
+    failed = False
+    for name in names or list(TEMPLATES):
+        params: dict[str, object] = {}
+        try:
+            template = get_template(name)
+            if reward is not None and any(p.name == "reward" for p in template.params):
+                params["reward"] = reward
+
+            def work(uow: UnitOfWork, name: str = name, params: dict[str, object] = params) -> dict[str, Any]:
+                created = install_template(uow, name, params, program_id=program)
+                return activate_workflow(uow, created["id"]) if activate else created
+
+            created = transactions.run(ctx, work)
+            out.print(f"installed {name} as {created['id']} ({created['status']})")
+        except PerkflowError as exc:
+            if exc.code == "template_installed":
+                out.print(f"{name}: already installed as {exc.details['workflow_id']}")
+                continue
+            failed = True
+            out.print(f"[red]{name}: {exc.message}[/red]")
+    ctx.close()
+    raise typer.Exit(1 if failed else 0)
+
+
+def _set_status(workflow_id: str, action: str) -> None:
+    from perkflow.bootstrap import build_context
+    from perkflow.core import transactions
+    from perkflow.core.errors import PerkflowError
+    from perkflow.workflows import service
+
+    ctx = build_context(pool=False)
+    change = service.activate if action == "activate" else service.deactivate
+    try:
+        found = transactions.run(ctx, lambda uow: change(uow, workflow_id))
+    except PerkflowError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    out.print(f"{found['id']} is {found['status']} (version {found['version']})")
+
+
+@workflows_app.command("activate")
+def workflows_activate(workflow_id: Annotated[str, typer.Argument()]) -> None:
+    """Activate a workflow (its latest version)."""
+    _set_status(workflow_id, "activate")
+
+
+@workflows_app.command("deactivate")
+def workflows_deactivate(workflow_id: Annotated[str, typer.Argument()]) -> None:
+    """Stop new runs of a workflow; waiting runs continue."""
+    _set_status(workflow_id, "deactivate")
+
+
 @deliveries_app.command("status")
 def deliveries_status() -> None:
     """Per destination: queued, in flight, delivered, failed, dead, oldest lag."""
@@ -275,6 +400,22 @@ def bench_ingest(
     from perkflow.bench.ingest import run_ingest_bench
 
     run_ingest_bench(events=events, members=members, batch=batch, console=console)
+
+
+@bench_app.command("workflows")
+def bench_workflows(
+    events: Annotated[int, typer.Option(help="Checkout events to ingest (each run)")] = 100_000,
+    members: Annotated[int, typer.Option(help="Members the events are spread over")] = 10_000,
+    batch: Annotated[int, typer.Option(help="Events per bulk request / transaction")] = 1000,
+    workflows: Annotated[int, typer.Option(help="Active workflows in the second run")] = 1000,
+    matching: Annotated[int, typer.Option(help="Of those, how many every checkout triggers")] = 10,
+) -> None:
+    """Bulk ingestion without workflows, then with 1,000 active ones (10 firing on every checkout)."""
+    from perkflow.bench.workflows import run_workflows_bench
+
+    run_workflows_bench(
+        events=events, members=members, batch=batch, workflows=workflows, matching=matching, console=console
+    )
 
 
 @bench_app.command("sync")

@@ -1,6 +1,7 @@
 """Background work that runs beside the API in `perkflow serve` and alone in `perkflow worker`:
 delivery to the connected platforms, and periodic jobs (settling points, purging delivered items,
-resuming interrupted code generation, evaluating segments)."""
+resuming interrupted code generation, evaluating segments, date-triggered workflows and workflow runs
+whose wait is over)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class BackgroundJobs:
         from perkflow.segments.runs import run_due
         from perkflow.sync.deliveries import purge_delivered
         from perkflow.sync.worker import DeliveryWorker
+        from perkflow.workflows.scheduler import run_schedules
 
         self.ctx = ctx
         self._stop = threading.Event()
@@ -45,6 +47,9 @@ class BackgroundJobs:
                 "evaluate segments",
                 ctx.settings.segment_jobs_interval_s,
                 lambda: run_due(ctx, budget_s=ctx.settings.segment_jobs_interval_s),
+            ),
+            PeriodicTask(
+                "workflow schedules", ctx.settings.workflow_schedule_interval_s, lambda: run_schedules(ctx)
             ),
         ]
         count = ctx.settings.delivery_threads if delivery_threads is None else delivery_threads

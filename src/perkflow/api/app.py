@@ -151,6 +151,7 @@ def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI
     from perkflow.sync.router import metrics_router
     from perkflow.sync.router import router as sync_router
     from perkflow.voucherify.router import router as voucherify_router
+    from perkflow.workflows.router import router as workflows_router
 
     for router in (
         events_router,
@@ -162,6 +163,7 @@ def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI
         sync_router,
         promotions_router,
         segments_router,
+        workflows_router,
         auth_router,
     ):
         app.include_router(router, prefix="/api/v1")

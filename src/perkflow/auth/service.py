@@ -37,6 +37,8 @@ SCOPES = {
     "campaigns:write": "manage campaigns, code generation, distributions, rewards and loyalty programs",
     "segments:read": "read segments, their members and previews",
     "segments:write": "add and remove members of static segments (enough for Braze webhook campaigns)",
+    "workflows:read": "read workflows, their versions and runs",
+    "workflows:write": "create, edit, activate, test and delete workflows; install templates",
 }
 
 

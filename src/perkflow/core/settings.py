@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # How often the background scheduler in `perkflow serve` settles due lots (expiry, pending release).
     settle_interval_s: float = Field(default=60.0, gt=0)
+    # How often the background jobs look for due date-triggered workflows and waiting workflow runs.
+    workflow_schedule_interval_s: float = Field(default=15.0, gt=0)
     # Run background jobs inside `perkflow serve` (off when a separate `perkflow worker` does it).
     serve_runs_jobs: bool = True
     # Threads delivering to the connected platforms in `perkflow serve` / `perkflow worker`.

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from perkflow.bootstrap import build_context, import_all_tables, upgrade_database
 from perkflow.core import transactions
 from perkflow.core.clock import ManualClock
+from perkflow.core.context import AppContext
 from perkflow.core.db import Database, normalize_url
 from perkflow.demo.platforms import Platforms, connect_platforms, start_platforms
 from perkflow.demo.program import DEMO_PROGRAM_ID, install_demo_program
@@ -78,6 +79,30 @@ def print_platforms(console: Console, platforms: Platforms) -> None:
     console.print(bloomreach)
 
 
+def print_workflows(console: Console, ctx: AppContext) -> None:
+    """The seed workflows, what triggers them and what their runs did."""
+    from perkflow.demo.workflows import workflow_report
+
+    report = transactions.run(ctx, workflow_report, write=False)
+    table = Table(title="Workflows (the five seed templates) and their runs")
+    for column in ("workflow", "trigger", "runs", "latest run"):
+        table.add_column(column)
+    for entry in report:
+        workflow, latest = entry["workflow"], entry["latest"]
+        trigger = workflow["trigger"]["type"] + (
+            f" {workflow['trigger']['key']}" if workflow["trigger"]["key"] else ""
+        )
+        if workflow["trigger"]["type"] == "date":
+            params = next(n["params"] for n in workflow["graph"]["nodes"] if n["type"] == "trigger.date")
+            trigger += " " + (params.get("cron") or params.get("at") or "")
+        runs = ", ".join(f"{n} {status}" for status, n in sorted(entry["runs"].items())) or "none"
+        detail = ""
+        if latest is not None:
+            detail = f"{latest['member_id']}: " + " -> ".join(latest["path"])
+        table.add_row(workflow["name"], trigger, runs, detail)
+    console.print(table)
+
+
 def run_demo(*, database_url: str, reset: bool, serve: bool, host: str, port: int, console: Console) -> bool:
     if reset:
         reset_database(database_url)
@@ -131,6 +156,7 @@ def run_demo(*, database_url: str, reset: bool, serve: bool, host: str, port: in
             "yes" if s["opted_in"] else "no",
         )
     console.print(summary)
+    print_workflows(console, ctx)
     print_platforms(console, platforms)
     failed = [r for r in results if not r.ok]
     if failed:

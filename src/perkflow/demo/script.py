@@ -309,6 +309,30 @@ def run_day(
         expect(not d.standing("chloe")["opted_in"], "still opted in")
         return "Chloé opted out; her points are kept but frozen"
 
+    def workflows_installed() -> str:
+        from perkflow.demo.workflows import install_demo_workflows
+
+        installed = transactions.run(ctx, install_demo_workflows)
+        expect(all(w["status"] == "active" for w in installed), f"not all active: {installed}")
+        return "templates " + ", ".join(w["name"] for w in installed) + ": installed inactive, then activated"
+
+    def birthday_workflow() -> str:
+        from perkflow.workflows.scheduler import run_date_triggers
+        from perkflow.workflows.service import list_runs
+
+        walked = run_date_triggers(ctx)
+        found = transactions.run(ctx, lambda uow: list_runs(uow, member_id="chloe", limit=20)[0], write=False)
+        gifts = [r for r in found if "gift" in r["results"] and r["results"]["gift"].get("coupon")]
+        expect(len(gifts) == 1, f"expected one birthday gift for Chloé, runs: {found}")
+        code = gifts[0]["results"]["gift"]["coupon"]["code"]
+        d.coupons["chloe"] = code
+        expect(d.standing("chloe")["balance"] == 5, "the gift was not free")
+        return (
+            f"the noon run walked {walked} members; Chloé (birthday today) got a Free coffee for free, "
+            f"coupon {code}; the others did not pass the birthday filter"
+        )
+
+    d.check("07:30", "The seed workflows are installed", workflows_installed)
     d.check("08:05", "Ana joins the program", ana_joins)
     d.check("08:10", "Ben and Chloé join", others_join)
     d.check("08:15", "Dan's history is imported", dan_history)
@@ -318,6 +342,7 @@ def run_day(
     d.check("11:00", "Ben's parcel arrives", ben_delivered)
     d.check("11:30", "Ana reviews the beans", ana_reviews)
     d.check("12:00", "Ana claims a free coffee", ana_claims)
+    d.check("12:30", "The birthday workflow runs", birthday_workflow)
     d.check("13:00", "It is Chloé's birthday", chloe_birthday)
     d.check("14:00", "Ana returns part of her purchase", ana_refund)
     d.check("16:00", "The nightly expiry job runs", expiry_job)
@@ -364,7 +389,54 @@ def run_day(
             f"{len(platforms.bloomreach.events())} events"
         )
 
+    def workflows_on_platforms() -> str:
+        assert platforms is not None
+        worker = DeliveryWorker(ctx)
+        try:
+            worker.drain()
+        finally:
+            worker.close()
+        ana = platforms.braze.user("ana")
+        chloe = platforms.braze.user("chloe")
+        expect(ana is not None and chloe is not None, "Braze lacks a profile")
+        assert ana is not None and chloe is not None
+        names = [e["name"] for e in ana["events"]]
+        for name in ("loyalty_welcome", "loyalty_tier_upgrade", "loyalty_reward_claimed"):
+            expect(name in names, f"Braze has no {name} for ana: {names}")
+        claimed = next(e for e in ana["events"] if e["name"] == "loyalty_reward_claimed")
+        expect(
+            claimed["properties"].get("coupon_code") == d.coupons.get("ana"),
+            "wrong coupon in the claim event",
+        )
+        attributes = ana["attributes"]
+        # Ana's last purchase is the online order of 18:00 (no store), after the beans bought in Lyon.
+        expect(
+            attributes.get("last_purchase_amount") == 3000 and "last_purchase_store" not in attributes,
+            f"Braze last purchase attributes: {attributes}",
+        )
+        gift = next((e for e in chloe["events"] if e["name"] == "loyalty_birthday_reward"), None)
+        expect(
+            gift is not None and gift["properties"].get("coupon_code") == d.coupons.get("chloe"), "no gift"
+        )
+        for email, name in (
+            ("ana@example.com", "loyalty_tier_upgrade"),
+            ("chloe@example.com", "loyalty_birthday_reward"),
+        ):
+            customer = platforms.bloomreach.customer(email)
+            types = [e["event_type"] for e in customer["events"]] if customer else []
+            expect(name in types, f"Bloomreach has no {name} for {email}: {types}")
+        bloom_ana = platforms.bloomreach.customer("ana@example.com")
+        assert bloom_ana is not None
+        expect(
+            bloom_ana["properties"].get("last_purchase_amount") == 3000, "Bloomreach lacks the last purchase"
+        )
+        return (
+            "welcome, tier upgrade to Gold, reward claim (with its coupon) and birthday events, and the "
+            "last purchase attributes, are on both platforms"
+        )
+
     d.check("19:00", "Chloé leaves the program", chloe_leaves)
     if platforms is not None:
         d.check("20:00", "Braze and Bloomreach are up to date", platforms_synced)
+        d.check("20:05", "The workflows reached both platforms", workflows_on_platforms)
     return d.results

@@ -26,6 +26,7 @@ from perkflow.ledger.service import settle_if_due
 from perkflow.members.repository import Member, MemberRepository
 from perkflow.programs.service import ProgramCatalog, ProgramConfig
 from perkflow.tiers.service import evaluate_tier
+from perkflow.workflows.engine import guard_event
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -198,6 +199,8 @@ def _handle(ctx: IngestContext, ev: EventIn, handlers: dict[str, Handler]) -> Ac
             "occurred_at is in the future", code="invalid_event", details={"field": "occurred_at"}
         )
     program = ctx.catalog.resolve(ev.program)
+    # Workflows' modifier branches see the event before it is applied and may reject it.
+    guard_event(ctx.uow, ev.customer, ev.action, ev.data, ctx.occurred_at(ev), program.id)
     handler = handlers.get(ev.action)
     if handler is None:
         from perkflow.events.handlers import handle_custom

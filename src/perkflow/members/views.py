@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from perkflow.core.clock import from_epoch
+from perkflow.core.clock import from_epoch, to_epoch
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import Account, AccountRepository
 from perkflow.members.repository import Member, MemberRepository
@@ -22,6 +22,17 @@ from perkflow.sync.fields import MEMBER_FIELDS, STANDING_FIELDS, read_values
 
 PROFILE_KEYS = ("id", "member_id", "email", "first_name", "last_name", "birth_date", "status")
 DATE_FIELDS = frozenset({"opted_in_at", "opted_out_at", "tier_since"})
+DIRECT_FIELDS = frozenset(
+    {
+        "opted_in",
+        "tier",
+        "points_balance",
+        "points_pending",
+        "points_earned",
+        "points_spent",
+        "points_expired",
+    }
+)
 EXTRA_KEYS = ("segments", "activity")
 
 
@@ -90,6 +101,10 @@ class CustomerView(Mapping[str, Any]):
     def _standing_value(self, key: str) -> Any:
         if self._standing is None:
             self._standing = {}
+        if key in DIRECT_FIELDS and key not in self._standing:
+            # Read straight from the account: templates and filters mostly ask for one of these, and
+            # the full standing (next expiry...) costs a pass over the lots.
+            self._standing[key] = self._direct(key)
         if key in DATE_FIELDS and "opted_in_at" not in self._standing:
             account = self.account
             if account is not None and not account.dates_loaded and self.program is not None:
@@ -98,6 +113,25 @@ class CustomerView(Mapping[str, Any]):
         elif key not in self._standing:
             self._standing.update(self._read(set(STANDING_FIELDS) - DATE_FIELDS))
         return self._standing.get(key)
+
+    def _direct(self, key: str) -> Any:
+        account = self.account
+        if account is None:
+            return False if key == "opted_in" else None
+        if key == "opted_in":
+            return account.opted_in
+        if key == "tier":
+            tier = self.program.ladder.get(account.tier_id) if self.program else None
+            return tier.name if tier else None
+        points = account.points
+        if key == "points_balance":
+            return points.spendable(to_epoch(self.now))
+        return {
+            "points_pending": points.pending,
+            "points_earned": points.earned,
+            "points_spent": points.spent,
+            "points_expired": points.expired,
+        }[key]
 
     def _read(self, wanted: set[str]) -> dict[str, Any]:
         account = self.account

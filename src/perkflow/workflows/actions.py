@@ -10,11 +10,11 @@ run record keeps it, and a dry run shows it); a failure raises ActionFailed and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from perkflow.activity.stream import Activity, ActivityLog
 from perkflow.core.clock import isoformat_z, to_epoch
@@ -39,6 +39,9 @@ from perkflow.workflows.graph import (
 )
 from perkflow.workflows.tables import campaign_budgets
 
+if TYPE_CHECKING:
+    from perkflow.sync.integrations import Integration
+
 MAX_POINTS = 1_000_000_000
 
 
@@ -49,7 +52,7 @@ class ActionFailed(Exception):
         self.code = code
 
 
-@dataclass
+@dataclass(slots=True)
 class RunScope:
     """What a run knows: the member, the triggering event (if any), and what earlier actions produced."""
 
@@ -67,16 +70,28 @@ class RunScope:
     customer: CustomerView
     reward: dict[str, Any] | None = None
     coupon: dict[str, Any] | None = None
+    # Where the run sits in a cascade of workflows triggering each other (see engine.Lineage).
     depth: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    root: str = ""
+    chain: frozenset[str] = frozenset()
+    preview: bool = False  # dry runs: also show the request each platform would receive
+
+    now_iso: str = ""
+
+    def integrations(self) -> list[Integration]:
+        from perkflow.sync.integrations import cache
+
+        return cache(self.uow.ctx).get(self.uow)
 
     def template_scope(self) -> dict[str, Any]:
+        if not self.now_iso:
+            self.now_iso = isoformat_z(self.now)
         return {
             "event": self.event if self.event is not None else {},
             "customer": self.customer,
             "reward": self.reward or {},
             "coupon": self.coupon or {},
-            "now": isoformat_z(self.now),
+            "now": self.now_iso,
         }
 
     def render(self, node: Node, name: str, default: Any = None) -> Any:
@@ -224,7 +239,7 @@ def subtract_points(scope: RunScope, node: Node) -> dict[str, Any]:
     return {"points": -points, "activity": activity.id}
 
 
-def _reward_view(data: dict[str, Any], program_id: str | None) -> dict[str, Any]:
+def reward_view(data: dict[str, Any], program_id: str | None) -> dict[str, Any]:
     return {
         "id": data.get("reward_id"),
         "name": data.get("reward_name"),
@@ -235,16 +250,26 @@ def _reward_view(data: dict[str, Any], program_id: str | None) -> dict[str, Any]
 
 
 def coupon_view(data: dict[str, Any], source: str) -> dict[str, Any] | None:
-    if not data.get("coupon_code"):
-        return None
-    return {
-        "code": data.get("coupon_code"),
-        "value": data.get("coupon_value"),
-        "currency": data.get("coupon_currency"),
-        "expires_at": data.get("coupon_expires_at"),
-        "reward_id": data.get("reward_id"),
-        "source": source,
-    }
+    """coupon.* of a reward claim or pool assignment (coupon_* keys) or a published promotion code."""
+    if data.get("coupon_code"):
+        return {
+            "code": data.get("coupon_code"),
+            "value": data.get("coupon_value"),
+            "currency": data.get("coupon_currency"),
+            "expires_at": data.get("coupon_expires_at"),
+            "reward_id": data.get("reward_id"),
+            "source": source,
+        }
+    if data.get("code") and data.get("campaign_id"):
+        return {
+            "code": data.get("code"),
+            "value": data.get("value"),
+            "currency": None,
+            "expires_at": data.get("expiration_date"),
+            "reward_id": None,
+            "source": "promotion",
+        }
+    return None
 
 
 def reward_claim(scope: RunScope, node: Node) -> dict[str, Any]:
@@ -264,7 +289,7 @@ def reward_claim(scope: RunScope, node: Node) -> dict[str, Any]:
         except PerkflowError as exc:
             raise ActionFailed(exc.message, exc.code) from exc
     activity.data["workflow_id"] = scope.workflow_id
-    scope.reward = _reward_view(activity.data, activity.program_id)
+    scope.reward = reward_view(activity.data, activity.program_id)
     scope.coupon = coupon_view(activity.data, "reward")
     program = scope.uow.component(ProgramCatalog).get(activity.program_id or "")
     account = scope.uow.component(AccountRepository).get(scope.member_id, program.id)
@@ -334,12 +359,10 @@ def assign_coupon(scope: RunScope, node: Node) -> dict[str, Any]:
             occurred_at=scope.now,
             source="workflow",
         )
-        from sqlalchemy import update
-
         uow.conn.execute(update(coupons).where(coupons.c.id == coupon.id).values(activity_seq=activity.seq))
     scope.coupon = coupon_view(data, "pool")
     if scope.reward is None:
-        scope.reward = _reward_view({**data, "reward_description": reward.description}, program.id)
+        scope.reward = reward_view({**data, "reward_description": reward.description}, program.id)
     return {"activity": activity.id, "coupon": scope.coupon}
 
 
@@ -371,44 +394,96 @@ def modify_field(scope: RunScope, node: Node) -> dict[str, Any]:
     }
 
 
-def _integrations(scope: RunScope, wanted: str, kinds: tuple[str, ...]) -> list[Any]:
-    from perkflow.sync.integrations import cache
-
+def _integrations(scope: RunScope, wanted: str, kinds: tuple[str, ...]) -> list[Integration]:
+    """The connected integrations an action sends to: one by id, every one of a kind, or all (*)."""
     found = [
         i
-        for i in cache(scope.uow.ctx).get(scope.uow)
-        if i.status != "disconnected" and i.kind in kinds and (wanted == "*" or i.id == wanted)
+        for i in scope.integrations()
+        if i.status != "disconnected" and i.kind in kinds and wanted in ("*", i.kind, i.id)
     ]
-    if not found and wanted != "*":
+    if not found and wanted not in ("*", *kinds):
         raise ActionFailed(f"integration {wanted!r} is not connected", "integration_not_connected")
     return found
+
+
+def _preview(
+    scope: RunScope,
+    integration: Integration,
+    *,
+    attributes: dict[str, Any] | None = None,
+    event: tuple[str, dict[str, Any], str] | None = None,
+) -> dict[str, Any]:
+    """The request the platform would receive (dry runs): what the delivery worker would build."""
+    from perkflow.sync.preview import preview_request
+
+    events = None
+    if event is not None:
+        name, properties, event_id = event
+        # The same shapes `sync.outbox.enqueue_event` stores and the worker hands to the connector.
+        sent = (
+            {"type": name, "data": properties}
+            if integration.kind == "webhook"
+            else {**properties, "perkflow_event_id": event_id}
+        )
+        events = [(name, sent, event_id, scope.occurred_at)]
+    return preview_request(scope.uow, integration, scope.member_id, attributes=attributes, events=events)
+
+
+def _require_json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ActionFailed(
+            f"{what} must be an object, the template gave {type(value).__name__}", "invalid_value"
+        )
+    return value
 
 
 def sync_fields(scope: RunScope, node: Node) -> dict[str, Any]:
     from perkflow.sync.outbox import enqueue_attributes
 
     params: SyncFieldsParams = node.params
-    values = scope.render(node, "fields", params.fields)
+    values = _require_json_object(scope.render(node, "fields", params.fields), "fields")
     sent = []
     for integration in _integrations(scope, params.integration, ("braze", "bloomreach")):
         enqueue_attributes(scope.uow, integration, scope.member_id, values)
-        sent.append({"integration": integration.id, "kind": integration.kind, "attributes": values})
+        entry: dict[str, Any] = {
+            "integration": integration.id,
+            "kind": integration.kind,
+            "attributes": values,
+        }
+        if scope.preview:
+            entry["request"] = _preview(scope, integration, attributes=values)
+        sent.append(entry)
     return {"sent": sent}
+
+
+def _event_name(scope: RunScope, node: Node, default: str) -> str:
+    name = scope.render(node, "name", default)
+    if not isinstance(name, str) or not 1 <= len(name) <= 200:
+        raise ActionFailed(
+            f"the event name must be 1-200 characters, the template gave {name!r}", "invalid_value"
+        )
+    return name
 
 
 def sync_event(scope: RunScope, node: Node) -> dict[str, Any]:
     from perkflow.sync.outbox import enqueue_event
 
     params: SyncEventParams = node.params
-    properties = scope.render(node, "properties", params.properties)
-    name = scope.render(node, "name", params.name)
+    properties = _require_json_object(scope.render(node, "properties", params.properties), "properties")
+    name = _event_name(scope, node, params.name)
     event_id = scope.platform_event_id(node)
     sent = []
     for integration in _integrations(scope, params.integration, ("braze", "bloomreach")):
         enqueue_event(scope.uow, integration, scope.member_id, name, properties, event_id, scope.occurred_at)
-        sent.append(
-            {"integration": integration.id, "kind": integration.kind, "name": name, "properties": properties}
-        )
+        entry: dict[str, Any] = {
+            "integration": integration.id,
+            "kind": integration.kind,
+            "name": name,
+            "properties": properties,
+        }
+        if scope.preview:
+            entry["request"] = _preview(scope, integration, event=(name, properties, event_id))
+        sent.append(entry)
     return {"event_id": event_id, "sent": sent}
 
 
@@ -416,21 +491,22 @@ def webhook(scope: RunScope, node: Node) -> dict[str, Any]:
     from perkflow.sync.outbox import enqueue_event
 
     params: WebhookParams = node.params
-    payload = scope.render(node, "payload", params.payload)
+    payload = _require_json_object(scope.render(node, "payload", params.payload), "payload")
     event_id = scope.platform_event_id(node)
     sent = []
     for integration in _integrations(scope, params.integration, ("webhook",)):
         enqueue_event(
             scope.uow, integration, scope.member_id, params.event_type, payload, event_id, scope.occurred_at
         )
-        sent.append(
-            {
-                "integration": integration.id,
-                "kind": "webhook",
-                "event_type": params.event_type,
-                "payload": payload,
-            }
-        )
+        entry: dict[str, Any] = {
+            "integration": integration.id,
+            "kind": "webhook",
+            "event_type": params.event_type,
+            "payload": payload,
+        }
+        if scope.preview:
+            entry["request"] = _preview(scope, integration, event=(params.event_type, payload, event_id))
+        sent.append(entry)
     return {"event_id": event_id, "sent": sent}
 
 

@@ -5,10 +5,13 @@ triggering activity and commit with it. Finding the workflows of an activity doe
 active workflows are indexed by trigger (activity type, segment id), and within a trigger by the
 equality their first filter demands of the event (see `graph._discriminator`), so 990 workflows on
 other events or other stores cost a dictionary lookup. Activities that workflow actions record are
-run through the engine too, up to a depth that stops workflows from triggering each other forever.
+run through the engine too; a cascade is bounded (see `Lineage`) so workflows that trigger each other
+cannot run forever or multiply.
 
 A run that stops at a failed filter without doing anything is not stored (it would cost a row per
-listening workflow per event); every run that acts, waits, fails or interrupts is.
+listening workflow per event) unless the workflow asks for every run (`run_log: all`); every run
+that acts, waits, fails or interrupts is. A first event filter that decides alone (the graph's gate)
+is checked on the event before a run is even set up.
 """
 
 from __future__ import annotations
@@ -24,20 +27,21 @@ from typing import Any
 from sqlalchemy import func, select
 
 from perkflow.activity.stream import Activity, ActivityLog
-from perkflow.conditions import MISSING, evaluate, explain, lookup
+from perkflow.conditions import MISSING, explain, lookup
 from perkflow.core.clock import isoformat_z
 from perkflow.core.context import AppContext
-from perkflow.core.errors import InvalidInput
+from perkflow.core.errors import NotFound, PerkflowError
 from perkflow.core.uow import UnitOfWork
 from perkflow.members.views import CustomerView
 from perkflow.programs.service import ProgramCatalog, ProgramConfig
-from perkflow.workflows.actions import ACTIONS, ActionFailed, RunScope, coupon_view
-from perkflow.workflows.graph import Graph, WaitParams, parse_graph
+from perkflow.workflows.actions import ACTIONS, ActionFailed, RunScope, coupon_view, reward_view
+from perkflow.workflows.graph import COUPON_EVENTS, REWARD_EVENTS, Graph, WaitParams, parse_graph
 from perkflow.workflows.tables import workflow_runs, workflow_versions, workflows
 
 log = logging.getLogger("perkflow.workflows")
 
 MAX_DEPTH = 4  # a workflow action's activity may trigger workflows, whose actions may... up to here
+MAX_CASCADE_RUNS = 100  # runs that the activities of workflow actions may trigger, per triggering event
 RUN_COLUMNS = (
     "workflow_id",
     "version",
@@ -66,6 +70,23 @@ class ActiveWorkflow:
     priority: int
     activated_at: datetime | None
     graph: Graph
+    run_log: str = "acted"  # acted: store runs that did something; all: every run, filtered ones too
+
+    @classmethod
+    def from_row(cls, row: Any, version: int, graph: Graph) -> ActiveWorkflow:
+        return cls(
+            id=row.id,
+            version=version,
+            kind=row.kind,
+            program_id=row.program_id,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            bonus_cap=row.bonus_cap,
+            priority=row.priority,
+            activated_at=row.activated_at,
+            graph=graph,
+            run_log=row.run_log,
+        )
 
     def in_window(self, moment: datetime) -> bool:
         if self.kind != "campaign":
@@ -198,24 +219,11 @@ class IndexCache:
                         "workflow %s version %s no longer compiles; skipped", row.id, row.active_version
                     )
                     continue
-            active.append(
-                ActiveWorkflow(
-                    id=row.id,
-                    version=row.active_version,
-                    kind=row.kind,
-                    program_id=row.program_id,
-                    starts_at=row.starts_at,
-                    ends_at=row.ends_at,
-                    bonus_cap=row.bonus_cap,
-                    priority=row.priority,
-                    activated_at=row.activated_at,
-                    graph=graph,
-                )
-            )
+            active.append(ActiveWorkflow.from_row(row, row.active_version, graph))
         return WorkflowIndex.build(active)
 
-    def graph_of(self, uow: UnitOfWork, workflow_id: str, version: int) -> Graph:
-        """Any version's graph (waiting runs continue on the version they started with)."""
+    def graph_of(self, uow: UnitOfWork, workflow_id: str, version: int) -> Graph | None:
+        """Any version's graph (waiting runs continue on the version they started with); None if gone."""
         key = (workflow_id, version)
         graph = self._compiled.get(key)
         if graph is None:
@@ -223,7 +231,9 @@ class IndexCache:
                 select(workflow_versions.c.graph).where(
                     workflow_versions.c.workflow_id == workflow_id, workflow_versions.c.version == version
                 )
-            ).scalar_one()
+            ).scalar()
+            if raw is None:
+                return None
             graph = self._compiled[key] = parse_graph(raw)
         return graph
 
@@ -279,9 +289,12 @@ def event_view(uow: UnitOfWork, activity: Activity) -> dict[str, Any]:
 def _original_checkout(uow: UnitOfWork, activity_id: str) -> dict[str, Any]:
     from perkflow.activity.queries import get_activity
 
+    recorded = {a.id: a for a in uow.component(ActivityLog).recorded if a.type == "checkout"}
+    if activity_id in recorded:
+        return dict(recorded[activity_id].data)
     try:
         return dict(get_activity(uow.conn, activity_id).data)
-    except Exception:  # pragma: no cover - the checkout was deleted by hand
+    except NotFound:  # pragma: no cover - the checkout was deleted by hand
         return {}
 
 
@@ -321,7 +334,10 @@ class RunOutcome:
             return "interrupted"
         if self.pending:
             return "waiting"
-        return "failed" if self.failed else "completed"
+        if self.failed:
+            return "failed"
+        # Ended at a filter before doing anything: the member or the event did not qualify.
+        return "completed" if self.acted else "filtered"
 
     @property
     def worth_recording(self) -> bool:
@@ -338,14 +354,14 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
         outcome.path.append(node.id)
         branch = "success"
         if node.kind == "filter":
-            assert node.group is not None
+            assert node.group is not None and node.test is not None
             source: Any = scope.event if node.type == "filter.event_attribute" else scope.customer
             source = source if source is not None else {}
 
             def resolve(condition: Any, source: Any = source) -> Any:
                 return lookup(source, condition.path)
 
-            passed = evaluate(node.group, resolve, scope.now)
+            passed = node.test(source, scope.now)
             branch = "success" if passed else "fail"
             if outcome.explain:
                 outcome.results[node.id] = {
@@ -371,7 +387,9 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
             try:
                 result = ACTIONS[node.type](scope, node)
                 outcome.results[node.id] = {"type": node.type, "status": "ok", **result}
-            except ActionFailed as exc:
+            except (ActionFailed, PerkflowError) as exc:
+                # Services validate before they change anything, so a refused action left no trace
+                # and the run can carry on along the action's fail output.
                 outcome.failed = True
                 branch = "fail"
                 outcome.results[node.id] = {
@@ -381,9 +399,9 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
                     "error": exc.message,
                 }
             outcome.acted = True
-            runner = uow.component(WorkflowRunner)
-            for activity in log_.recorded[before:]:
-                runner.depth[activity.seq] = scope.depth + 1
+            produced = log_.recorded[before:]
+            if produced:
+                uow.component(WorkflowRunner).note_produced(produced, scope)
         stack.extend(reversed(graph.next(node.id, branch)))
     return outcome
 
@@ -391,16 +409,40 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
 # -- the unit-of-work component ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where an activity recorded by a workflow action comes from.
+
+    `root` names what started the cascade (the triggering activity or schedule), `chain` the workflows
+    whose runs led to it. A workflow never runs on an activity its own run led to (a workflow giving
+    points on point_add would otherwise feed itself), a cascade stops at MAX_DEPTH, and the runs one
+    root may trigger through workflow actions are capped at MAX_CASCADE_RUNS: without the cap, a few
+    workflows that each answer the others' activities would multiply at every level.
+    """
+
+    root: str
+    chain: frozenset[str]
+    depth: int
+
+
 class WorkflowRunner:
-    """Runs the workflows triggered by the unit of work's activities and buffers their run records."""
+    """Runs the workflows triggered by the unit of work's activities and buffers their run records.
+
+    In a dry run (`dry_run`) it runs one given workflow only, whatever its status, and keeps each run
+    in `captured` instead of writing it; the caller never commits that unit of work.
+    """
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
-        self.depth: dict[int, int] = {}
+        self.lineage: dict[int, Lineage] = {}  # activity seq -> where it comes from, for action activities
+        self._cascade_runs: dict[str, int] = {}
+        self._programs: dict[str | None, ProgramConfig | None] = {}
+        self._now_param = uow.db.param_datetime(uow.now)
+        self._no_context = uow.db.param_json({})
         self._rows: list[tuple[Any, ...]] = []
         self._index: WorkflowIndex | None = None
-        self.recorded: list[dict[str, Any]] = []  # what this unit of work ran (for dry runs)
         self.capture = False
+        self.captured: list[dict[str, Any]] = []
 
     @property
     def index(self) -> WorkflowIndex:
@@ -408,15 +450,33 @@ class WorkflowRunner:
             self._index = index_cache(self.uow.ctx).get(self.uow)
         return self._index
 
+    def use_index(self, index: WorkflowIndex) -> None:
+        self._index = index
+
+    def dry_run(self, workflow: ActiveWorkflow) -> None:
+        self._index = WorkflowIndex.build([workflow])
+        self.capture = True
+
     def program_for(self, workflow: ActiveWorkflow, program_id: str | None) -> ProgramConfig | None:
-        catalog = self.uow.component(ProgramCatalog)
         wanted = workflow.program_id or program_id
+        if wanted in self._programs:
+            return self._programs[wanted]
+        catalog = self.uow.component(ProgramCatalog)
+        found: ProgramConfig | None
         if wanted is not None:
-            return catalog.programs.get(wanted)
-        try:
-            return catalog.resolve(None)
-        except Exception:
-            return None
+            found = catalog.programs.get(wanted)
+        else:
+            try:
+                found = catalog.resolve(None)
+            except PerkflowError:
+                found = None
+        self._programs[wanted] = found
+        return found
+
+    def note_produced(self, activities: list[Activity], scope: RunScope) -> None:
+        lineage = Lineage(scope.root or scope.trigger_ref, scope.chain | {scope.workflow_id}, scope.depth + 1)
+        for activity in activities:
+            self.lineage[activity.seq] = lineage
 
     def on_activities(self, activities: list[Activity]) -> None:
         index = self.index
@@ -426,21 +486,50 @@ class WorkflowRunner:
             bucket = index.by_event.get(activity.type)
             if bucket is None:
                 continue
-            depth = self.depth.get(activity.seq, 0)
+            lineage = self.lineage.get(activity.seq) or Lineage(activity.id, frozenset(), 0)
             view = event_view(self.uow, activity)
+            now = self.uow.now
             for workflow in bucket.candidates(view):
                 if workflow.program_id is not None and activity.program_id not in (None, workflow.program_id):
                     continue
-                if not workflow.in_window(activity.occurred_at):
+                if not workflow.in_window(activity.occurred_at) or workflow.id in lineage.chain:
                     continue
-                if depth >= MAX_DEPTH:
-                    self._record_skip(workflow, activity, "too many workflows triggered each other")
+                gate = workflow.graph.gate
+                if (
+                    gate is not None
+                    and workflow.run_log != "all"
+                    and not self.capture
+                    and not gate.test(view, now)  # type: ignore[misc]
+                ):
+                    continue  # the run would end at its first filter without doing anything
+                if lineage.depth and not self._within_cascade(workflow, activity, lineage):
                     continue
-                self.run_for_activity(workflow, activity, view, depth)
+                self.run_for_activity(workflow, activity, view, lineage)
 
-    def run_for_activity(
-        self, workflow: ActiveWorkflow, activity: Activity, view: dict[str, Any], depth: int
-    ) -> RunOutcome:
+    def _within_cascade(self, workflow: ActiveWorkflow, activity: Activity, lineage: Lineage) -> bool:
+        runs = self._cascade_runs.get(lineage.root, 0)
+        if runs < 0:
+            return False  # this cascade was stopped already
+        if lineage.depth >= MAX_DEPTH or runs >= MAX_CASCADE_RUNS:
+            # Recorded once per cascade, not once per workflow it spares.
+            self._cascade_runs[lineage.root] = -1
+            self._record_skip(
+                workflow,
+                activity,
+                f"too many workflows triggered each other (a cascade stops at depth {MAX_DEPTH} "
+                f"or after {MAX_CASCADE_RUNS} runs)",
+            )
+            return False
+        self._cascade_runs[lineage.root] = runs + 1
+        return True
+
+    def scope_for_activity(
+        self,
+        workflow: ActiveWorkflow,
+        activity: Activity,
+        view: dict[str, Any],
+        lineage: Lineage | None = None,
+    ) -> RunScope:
         program = self.program_for(workflow, activity.program_id)
         scope = RunScope(
             uow=self.uow,
@@ -455,18 +544,30 @@ class WorkflowRunner:
             occurred_at=activity.occurred_at,
             event=view,
             customer=CustomerView(self.uow, activity.member_id, program),
-            depth=depth,
         )
-        if activity.type in ("reward_claim", "coupon_assigned"):
+        if lineage is not None:
+            scope.depth, scope.root, scope.chain = lineage.depth, lineage.root, lineage.chain
+        if activity.type in REWARD_EVENTS or activity.type in COUPON_EVENTS:
             scope.coupon = coupon_view(activity.data, "reward" if activity.type == "reward_claim" else "pool")
-            scope.reward = {
-                "id": activity.data.get("reward_id"),
-                "name": activity.data.get("reward_name"),
-                "description": activity.data.get("reward_description"),
-                "points_cost": activity.data.get("points_cost"),
-                "program_id": activity.program_id,
-            }
-        trigger = {"kind": "event", "activity": activity.id, "type": activity.type}
+        if activity.type in REWARD_EVENTS or activity.type == "coupon_assigned":
+            scope.reward = reward_view(activity.data, activity.program_id)
+        return scope
+
+    def run_for_activity(
+        self,
+        workflow: ActiveWorkflow,
+        activity: Activity,
+        view: dict[str, Any],
+        lineage: Lineage | None = None,
+    ) -> RunOutcome:
+        scope = self.scope_for_activity(workflow, activity, view, lineage)
+        trigger: dict[str, Any] = {
+            "kind": workflow.graph.trigger_type,
+            "activity": activity.id,
+            "type": activity.type,
+        }
+        if activity.type in ("segment_entered", "segment_left"):
+            trigger["segment_id"] = activity.data.get("segment_id")
         return self.execute(
             workflow, scope, trigger, workflow.graph.next(workflow.graph.trigger.id, "success")
         )
@@ -482,18 +583,17 @@ class WorkflowRunner:
         if outcome is None:
             outcome = RunOutcome(path=[workflow.graph.trigger.id], explain=self.capture)
         walk(workflow.graph, scope, start, outcome)
-        if outcome.worth_recording or self.capture:
+        if outcome.worth_recording or workflow.run_log == "all" or self.capture:
             self.record(workflow.id, workflow.version, scope, trigger, outcome)
         return outcome
 
     def record(
         self, workflow_id: str, version: int, scope: RunScope, trigger: dict[str, Any], outcome: RunOutcome
     ) -> None:
-        db = self.uow.db
-        now = self.uow.now
         resume_at = min((at for _node, at in outcome.pending), default=None)
         context: dict[str, Any] = {}
         if outcome.pending:
+            # What the run needs to continue after its wait, since the event is not kept with it.
             context = {
                 "event": scope.event,
                 "reward": scope.reward,
@@ -504,19 +604,21 @@ class WorkflowRunner:
                 "pending": [[node, isoformat_z(at)] for node, at in outcome.pending],
             }
         status = outcome.status
-        self.recorded.append(
-            {
-                "workflow_id": workflow_id,
-                "version": version,
-                "member_id": scope.member_id,
-                "trigger": trigger,
-                "status": status,
-                "path": outcome.path,
-                "results": outcome.results,
-            }
-        )
         if self.capture:
+            self.captured.append(
+                {
+                    "workflow_id": workflow_id,
+                    "version": version,
+                    "member_id": scope.member_id,
+                    "trigger": trigger,
+                    "status": status,
+                    "path": outcome.path,
+                    "results": outcome.results,
+                    "resume_at": isoformat_z(resume_at) if resume_at else None,
+                }
+            )
             return
+        db = self.uow.db
         self._rows.append(
             (
                 workflow_id,
@@ -526,16 +628,18 @@ class WorkflowRunner:
                 status,
                 db.param_json(outcome.path),
                 db.param_json(outcome.results),
-                db.param_json(context),
+                db.param_json(context) if context else self._no_context,
                 db.param_datetime(resume_at),
                 outcome.pending[0][0] if outcome.pending else None,
-                db.param_datetime(now),
-                None if outcome.pending else db.param_datetime(now),
+                self._now_param,
+                None if outcome.pending else self._now_param,
             )
         )
 
     def _record_skip(self, workflow: ActiveWorkflow, activity: Activity, reason: str) -> None:
         log.warning("workflow %s not run for %s: %s", workflow.id, activity.id, reason)
+        if self.capture:
+            return
         db = self.uow.db
         now = db.param_datetime(self.uow.now)
         self._rows.append(
@@ -559,11 +663,11 @@ class WorkflowRunner:
 
     def guard(
         self, member_id: str, action: str, data: dict[str, Any], occurred_at: datetime, program_id: str | None
-    ) -> None:
-        """Run the modifier branches listening to `action`; an interrupt rejects the event."""
+    ) -> dict[str, Any] | None:
+        """Run the modifier branches listening to `action`; returns the interrupt that rejects the event."""
         workflows_ = self.index.modifiers.get(action)
         if not workflows_:
-            return
+            return None
         view = raw_event_view(action, data, occurred_at, program_id)
         for workflow in workflows_:
             if workflow.program_id is not None and program_id not in (None, workflow.program_id):
@@ -587,18 +691,12 @@ class WorkflowRunner:
             )
             outcome = RunOutcome(path=[workflow.graph.trigger.id], explain=self.capture)
             walk(workflow.graph, scope, workflow.graph.next(workflow.graph.trigger.id, "modifier"), outcome)
-            if outcome.interrupted is not None:
+            if outcome.interrupted is not None or workflow.run_log == "all" or self.capture:
                 trigger = {"kind": "modifier", "type": action, "data": data}
                 self.record(workflow.id, workflow.version, scope, trigger, outcome)
-                raise InvalidInput(
-                    outcome.interrupted["message"],
-                    code="event_interrupted",
-                    details={
-                        "error_code": outcome.interrupted["code"],
-                        "workflow_id": workflow.id,
-                        "node": outcome.interrupted["node"],
-                    },
-                )
+            if outcome.interrupted is not None:
+                return {**outcome.interrupted, "workflow_id": workflow.id, "version": workflow.version}
+        return None
 
     # -- component protocol -------------------------------------------------------------------------------
 
@@ -611,15 +709,17 @@ class WorkflowRunner:
             self.uow.db.bulk_insert(self.uow.conn, workflow_runs, RUN_COLUMNS, rows)
 
 
+class EventInterrupted(PerkflowError):
+    """A workflow's interrupt node rejected the event; `code` is the one the workflow chose."""
+
+    status = 422
+
+
 def run_workflows(uow: UnitOfWork, activities: list[Activity]) -> None:
     """Activity subscriber: run what the activities trigger, in the same transaction."""
-    cache = index_cache(uow.ctx)
-    runner = uow.component(WorkflowRunner) if uow.has_component(WorkflowRunner) else None
-    if runner is None:
-        if not cache.get(uow).by_event:
-            return
-        runner = uow.component(WorkflowRunner)
-    runner.on_activities(activities)
+    if not uow.has_component(WorkflowRunner) and not index_cache(uow.ctx).get(uow).by_event:
+        return
+    uow.component(WorkflowRunner).on_activities(activities)
 
 
 def guard_event(
@@ -630,7 +730,19 @@ def guard_event(
     occurred_at: datetime,
     program_id: str | None,
 ) -> None:
-    """Ingest hook: modifier branches run before the event is applied and may reject it."""
-    if not index_cache(uow.ctx).get(uow).modifiers:
+    """Ingest hook: modifier branches run before the event is applied; an interrupt rejects it."""
+    if not uow.has_component(WorkflowRunner) and not index_cache(uow.ctx).get(uow).modifiers:
         return
-    uow.component(WorkflowRunner).guard(member_id, action, data, occurred_at, program_id)
+    interrupt = uow.component(WorkflowRunner).guard(member_id, action, data, occurred_at, program_id)
+    if interrupt is not None:
+        raise EventInterrupted(
+            interrupt["message"],
+            code=interrupt["code"],
+            details={
+                "interrupted_by": {
+                    "workflow_id": interrupt["workflow_id"],
+                    "version": interrupt["version"],
+                    "node": interrupt["node"],
+                }
+            },
+        )

@@ -2,15 +2,21 @@
 
 A string parameter containing `{{ ... }}` is a template. When the whole string is one `{{ expression }}`
 its value keeps its type (`{{ event.total }}` is an integer, `{{ event.items }}` a list); otherwise the
-template renders to a string. Templates run in Jinja2's sandbox (no attribute access to Python
-internals, no `eval`) with strict undefined values, and every reference is checked when the workflow
-is saved, so a typo such as `customer.frist_name` is refused then rather than failing at run time.
+template renders to a string. Every reference is checked when the workflow is saved, so a typo such as
+`customer.frist_name` is refused then rather than failing at run time.
+
+Templates run inside ingestion transactions, so they must not be able to stall or exhaust the process:
+on top of Jinja2's sandbox (no Python internals, no `eval`) only `{{ expressions }}` are allowed (no
+`{% for %}` loops), dots and brackets read only dictionary keys and list positions (no methods such
+as `"x".ljust(10**9)`), filters are a short list that cannot amplify their input, `*`, `**` and `%`
+refuse results beyond fixed sizes, and a rendered value must be plain JSON of bounded size.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -21,6 +27,11 @@ from jinja2.sandbox import SandboxedEnvironment
 
 ROOTS = ("event", "customer", "reward", "coupon", "now")
 MAX_TEMPLATE = 4000
+MAX_STRING = 10_000  # characters of one rendered string
+MAX_ITEMS = 1_000  # elements of one rendered list or object
+MAX_POWER_BASE = 10**6
+MAX_EXPONENT = 64
+INT64 = 2**63
 
 
 class ExpressionError(ValueError):
@@ -47,8 +58,40 @@ def _to_int(value: Any, default: int = 0) -> int:
     return int(number) if math.isfinite(number) else default
 
 
+def _to_float(value: Any, default: float = 0.0) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _date(value: Any, fmt: str = "%Y-%m-%d") -> Any:
+    """Format a datetime, a date or an ISO string; anything else is returned unchanged."""
+    if len(fmt) > 64:
+        raise SecurityError("date formats are limited to 64 characters")
+    moment: Any = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(moment, datetime | date):
+        return moment.strftime(fmt)
+    return value
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, str | list | tuple | dict):
+        return len(value)
+    return 0
+
+
 class _Environment(SandboxedEnvironment):
-    """Dots read dictionary keys first, so `event.items` is the checkout's items, not dict.items."""
+    """Dots and brackets read dictionary keys and list positions only (`event.items` is the checkout's
+    items, not dict.items), and the operators that could build huge values are bounded."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping):
@@ -56,12 +99,77 @@ class _Environment(SandboxedEnvironment):
                 return obj[attribute]
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
+        return self.undefined(obj=obj, name=attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[argument]
+            except (KeyError, TypeError):
+                return self.undefined(obj=obj, name=str(argument))
+        if isinstance(obj, list | tuple | str) and (
+            (isinstance(argument, int) and not isinstance(argument, bool)) or isinstance(argument, slice)
+        ):
+            try:
+                return obj[argument]
+            except IndexError:
+                return self.undefined(obj=obj, name=str(argument))
+        return self.undefined(obj=obj, name=str(argument))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right)):
+                raise SecurityError("** takes numbers")
+            if abs(left) > MAX_POWER_BASE or not 0 <= right <= MAX_EXPONENT:
+                raise SecurityError(f"** is limited to bases up to {MAX_POWER_BASE} and exponents 0-64")
+            return left**right
+        if operator == "%":
+            if isinstance(left, str):
+                raise SecurityError("% string formatting is not available; use ~ to join strings")
+            return left % right
+        # "*": repeating a string or a list is bounded; numbers multiply freely.
+        count = right if isinstance(right, int) else left if isinstance(left, int) else None
+        sequence = left if _size_of(left) else right if _size_of(right) else None
+        if sequence is not None and count is not None and _size_of(sequence) * max(count, 0) > MAX_STRING:
+            raise SecurityError(f"the result would be longer than {MAX_STRING}")
+        return left * right
 
 
-ENV = _Environment(undefined=StrictUndefined, autoescape=False)
-ENV.filters["iso"] = _iso
-ENV.filters["int"] = _to_int
+SAFE_FILTERS = (
+    "abs",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "first",
+    "join",
+    "last",
+    "length",
+    "lower",
+    "max",
+    "min",
+    "round",
+    "string",
+    "sum",
+    "title",
+    "trim",
+    "truncate",
+    "upper",
+)
+
+
+def _environment() -> _Environment:
+    env = _Environment(undefined=StrictUndefined, autoescape=False)
+    builtin = env.filters
+    filters: dict[str, Callable[..., Any]] = {name: builtin[name] for name in SAFE_FILTERS}
+    filters.update(iso=_iso, int=_to_int, float=_to_float, date=_date)
+    env.filters = filters
+    env.globals = {}
+    env.tests = {name: env.tests[name] for name in ("defined", "undefined", "none", "number", "string")}
+    return env
+
+
+ENV = _environment()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +186,7 @@ def _single_expression(source: str) -> str | None:
     if not (stripped.startswith("{{") and stripped.endswith("}}")):
         return None
     inner = stripped[2:-2]
-    if "{{" in inner or "}}" in inner or "{%" in inner:
+    if "{{" in inner or "}}" in inner:
         return None
     return inner.strip("- ").strip()
 
@@ -87,20 +195,33 @@ def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def references(source: str) -> References:
-    """Parse a template and list what it reads; ExpressionError if it does not parse."""
+def _parse(source: str) -> nodes.Template:
     if len(source) > MAX_TEMPLATE:
         raise ExpressionError(f"templates are limited to {MAX_TEMPLATE} characters")
+    if "{%" in source:
+        raise ExpressionError("templates hold {{ expressions }} only; {% statements %} are not available")
     try:
-        tree = ENV.parse(source)
+        return ENV.parse(source)
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"template syntax error: {exc.message}") from exc
-    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    roots = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load" and n.name not in assigned}
+
+
+def references(source: str) -> References:
+    """Parse a template and list what it reads; ExpressionError if it cannot be used."""
+    tree = _parse(source)
+    for name in (n.name for n in tree.find_all(nodes.Filter)):
+        if name not in ENV.filters:
+            raise ExpressionError(f"unknown filter {name!r}; filters: {', '.join(sorted(ENV.filters))}")
+    for name in (n.name for n in tree.find_all(nodes.Test)):
+        if name not in ENV.tests:
+            raise ExpressionError(f"unknown test {name!r}; tests: {', '.join(sorted(ENV.tests))}")
+    if any(True for _ in tree.find_all(nodes.Call)):
+        raise ExpressionError("templates cannot call functions; use filters, e.g. {{ event.total | int }}")
+    roots = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     pairs: set[tuple[str, str]] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         target = getattr(node, "node", None)
-        if isinstance(target, nodes.Name) and target.ctx == "load" and target.name not in assigned:
+        if isinstance(target, nodes.Name) and target.ctx == "load":
             if isinstance(node, nodes.Getattr):
                 pairs.add((target.name, node.attr))
             elif isinstance(node, nodes.Getitem):
@@ -110,43 +231,90 @@ def references(source: str) -> References:
     return References(frozenset(roots), frozenset(pairs))
 
 
+SIMPLE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+def _follow(scope: Mapping[str, Any], path: tuple[str, ...], source: str) -> Any:
+    """A dotted path read as the sandbox reads it (keys of mappings, positions in lists), without
+    Jinja: most templates are one such path, and a Jinja call costs a fresh context each time."""
+    current: Any = scope
+    for part in path:
+        if isinstance(current, Mapping):
+            try:
+                current = current[part]
+                continue
+            except KeyError:
+                pass
+        elif isinstance(current, list | tuple) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+            continue
+        raise RenderError(f"{source}: {part!r} is undefined")
+    return current
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     source: str
     typed: bool  # True: one expression, value keeps its type
     _compiled: Any
+    path: tuple[str, ...] | None = None  # a plain dotted path, read without Jinja
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         try:
+            if self.path is not None:
+                return _plain(_follow(scope, self.path, self.source))
             if self.typed:
                 return _plain(self._compiled(**scope))
-            return self._compiled.render(**scope)
+            return _plain(self._compiled.render(**scope))
         except UndefinedError as exc:
             raise RenderError(f"{self.source}: {exc.message}") from exc
         except SecurityError as exc:
             raise RenderError(f"{self.source}: not allowed ({exc})") from exc
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
             raise RenderError(f"{self.source}: {exc}") from exc
 
 
-def _plain(value: Any) -> Any:
-    """A rendered value as JSON-friendly data (strict undefined values raise here, not later)."""
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A rendered value as bounded, JSON-safe data (strict undefined values raise here, not later)."""
     if isinstance(value, StrictUndefined):
         str(value)  # raises UndefinedError with the missing name
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+    if depth > 20:
+        raise ValueError("the value is nested too deeply")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ValueError("the number does not fit in 64 bits")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("the number is not finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise ValueError(f"the text is longer than {MAX_STRING} characters")
+        return value
     if isinstance(value, datetime | date):
         return _iso(value)
-    return value
+    if isinstance(value, Mapping):
+        if len(value) > MAX_ITEMS:
+            raise ValueError(f"the object has more than {MAX_ITEMS} entries")
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_ITEMS:
+            raise ValueError(f"the list has more than {MAX_ITEMS} elements")
+        return [_plain(v, depth + 1) for v in value]
+    return _plain(str(value), depth)
 
 
 def compile_template(source: str) -> Template:
+    references(source)  # the same checks as on save, whoever compiles it
     expression = _single_expression(source)
     try:
         if expression is not None:
-            return Template(source, True, ENV.compile_expression(expression, undefined_to_none=False))
+            compiled = ENV.compile_expression(expression, undefined_to_none=False)
+            path = tuple(expression.split(".")) if SIMPLE_PATH.match(expression) else None
+            return Template(source, True, compiled, path)
         return Template(source, False, ENV.from_string(source))
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"template syntax error: {exc.message}") from exc

@@ -9,16 +9,26 @@ fields, rewards, integrations) is passed in as a `Catalog`.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from perkflow.conditions import ConditionError, ConditionGroup, moment_of, parse_group
+from perkflow.conditions import (
+    MISSING,
+    Condition,
+    ConditionError,
+    ConditionGroup,
+    check,
+    lookup,
+    moment_of,
+    parse_group,
+)
 from perkflow.workflows.expressions import (
     ROOTS,
     CompiledValue,
@@ -64,8 +74,13 @@ class DateTrigger(Params):
             raise ValueError("give either at (one-time) or cron (repeating)")
         if self.at is not None and (self.at.tzinfo is None or self.at.utcoffset() is None):
             raise ValueError("at needs a UTC offset or Z")
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"{self.cron!r} is not a cron schedule (minute hour day month weekday)")
+        if self.cron is not None:
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"{self.cron!r} is not a cron schedule (minute hour day month weekday)")
+            try:
+                croniter(self.cron, datetime(2000, 1, 1)).get_next(datetime)
+            except CroniterBadDateError as exc:
+                raise ValueError(f"{self.cron!r} never happens (e.g. 31 February)") from exc
         return self
 
 
@@ -126,15 +141,16 @@ class ModifyFieldParams(Params):
     value: Any = None
 
 
+INTEGRATION_HELP = "an integration id, braze or bloomreach (every connected one of that kind), or * (both)"
+
+
 class SyncFieldsParams(Params):
-    integration: str = Field(
-        min_length=1, max_length=64, description="an integration id, or * for every connected CEP"
-    )
+    integration: str = Field("*", min_length=1, max_length=64, description=INTEGRATION_HELP)
     fields: dict[str, Any] = Field(min_length=1, max_length=100, description="remote attribute -> value")
 
 
 class SyncEventParams(Params):
-    integration: str = Field(min_length=1, max_length=64)
+    integration: str = Field("*", min_length=1, max_length=64, description=INTEGRATION_HELP)
     name: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = Field(default_factory=dict, max_length=100)
 
@@ -161,9 +177,26 @@ class WaitParams(Params):
         return self.minutes * 60 + self.hours * 3600 + self.days * 86400
 
 
+INTERRUPT_CODE = re.compile(r"^([a-z][a-z0-9_]{1,63}|[1-9][0-9]{4})$")
+
+
 class InterruptParams(Params):
-    code: int = Field(ge=10000, le=99999, description="five-digit error code returned to the caller")
+    code: str = Field(
+        description="the error code the events API answers with: a five-digit number (as in Antavo) "
+        "or a snake_case name",
+    )
     message: str = Field("the event was rejected by a workflow", min_length=1, max_length=500)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _check_code(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not INTERRUPT_CODE.match(value):
+            raise ValueError(
+                "the code is a five-digit number such as 40001 or a snake_case name such as store_closed"
+            )
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +242,9 @@ NODE_TYPES: dict[str, NodeType] = {
         NodeType("action.interrupt", "flow", InterruptParams, (), "reject the incoming event"),
     )
 }
+# Sync actions may name every connected platform of a kind instead of one integration id, which is
+# what lets templates work before (or whatever) the brand connects.
+CEP_TARGETS = ("*", "braze", "bloomreach")
 REWARD_SOURCES = {"action.reward_claim"}
 COUPON_SOURCES = {"action.reward_claim", "action.assign_coupon"}
 # Activity types whose data describe a reward or a coupon, so the trigger makes them available.
@@ -243,6 +279,57 @@ class GraphErrors(ValueError):
         self.errors = errors
 
 
+Predicate = Callable[[Mapping[str, Any], datetime], bool]
+
+
+def compile_group(group: ConditionGroup) -> Predicate:
+    """The group as one function of a view and the moment, answering exactly as `conditions.check`.
+
+    Filters run for every event a workflow listens to, so the common conditions (a number compared
+    with a constant, a text equal to a constant) are specialised; every other condition is checked
+    by `conditions.check` itself.
+    """
+    tests = [_condition_test(c) for c in group.conditions]
+    if len(tests) == 1:
+        return tests[0]
+    if group.match == "all":
+        return lambda view, now: all(test(view, now) for test in tests)
+    return lambda view, now: any(test(view, now) for test in tests)
+
+
+NUMBER_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _condition_test(condition: Condition) -> Predicate:
+    path, op, expected = condition.path, condition.operator, condition.value
+    key = path[0] if len(path) == 1 else None
+
+    def value_of(view: Mapping[str, Any]) -> Any:
+        return view.get(key, MISSING) if key is not None else lookup(view, path)
+
+    number = isinstance(expected, int | float) and not isinstance(expected, bool)
+    if number and op in NUMBER_TESTS:
+        compare = NUMBER_TESTS[op]
+
+        def number_test(view: Mapping[str, Any], now: datetime) -> bool:
+            # check() orders only numbers with a number: text, dates, booleans and absence fail.
+            actual = value_of(view)
+            return type(actual) in (int, float) and compare(actual, expected)
+
+        return number_test
+    if op in ("eq", "ne") and isinstance(expected, str) and moment_of(expected) is None:
+        # A text that is not a date equals only the same text (check() compares dates as moments).
+        if op == "eq":
+            return lambda view, now: value_of(view) == expected
+        return lambda view, now: value_of(view) != expected
+    return lambda view, now: check(condition, value_of(view), now)
+
+
 @dataclass(slots=True)
 class Node:
     id: str
@@ -250,6 +337,7 @@ class Node:
     raw_params: dict[str, Any]
     params: Any  # the validated Params model
     group: ConditionGroup | None = None  # filters, and the date trigger's prefilter
+    test: Predicate | None = None  # the group, compiled
     values: dict[str, CompiledValue] = field(default_factory=dict)  # action params that may be templates
 
     @property
@@ -266,6 +354,8 @@ class Graph:
     modifier_nodes: frozenset[str] = frozenset()
     # An equality the trigger's first filter demands of the event: (attribute path, allowed values).
     discriminator: tuple[tuple[str, ...], frozenset[Any]] | None = None
+    # That first filter itself, when a failure ends the run before anything happens (see `_gate`).
+    gate: Node | None = None
 
     def next(self, node_id: str, branch: str) -> list[str]:
         return self.edges.get((node_id, branch), [])
@@ -365,6 +455,8 @@ def parse_graph(raw: Any, catalog: Catalog | None = None) -> Graph:
         except ConditionError as exc:
             fail(node_id, exc.message, exc.where)
             continue
+        if node.group is not None:
+            node.test = compile_group(node.group)
         nodes[node_id] = node
 
     triggers = [n for n in nodes.values() if n.kind == "trigger"]
@@ -432,6 +524,7 @@ def parse_graph(raw: Any, catalog: Catalog | None = None) -> Graph:
     _check_references(graph, catalog, fail)
     if errors:
         raise GraphErrors(errors)
+    graph.gate = _gate(graph)
     graph.discriminator = _discriminator(graph)
     return graph
 
@@ -638,13 +731,14 @@ def _check_targets(node: Node, catalog: Catalog, fail: Any) -> None:
                     f"{params.integration!r} is not a connected webhook integration",
                     "params.integration",
                 )
-        elif params.integration != "*" and catalog.integrations.get(params.integration) not in (
+        elif params.integration not in CEP_TARGETS and catalog.integrations.get(params.integration) not in (
             "braze",
             "bloomreach",
         ):
             fail(
                 node.id,
-                f"{params.integration!r} is not a connected Braze or Bloomreach integration (or * for all)",
+                f"{params.integration!r} is not a connected Braze or Bloomreach integration "
+                "(or braze, bloomreach, * for every connected one)",
                 "params.integration",
             )
     if isinstance(
@@ -652,23 +746,33 @@ def _check_targets(node: Node, catalog: Catalog, fail: Any) -> None:
     ):
         for name in type(params).model_fields:
             if name not in node.values and name in ("value", "fields", "properties", "payload", "points"):
-                node.values[name] = CompiledValue(getattr(params, name))
+                try:
+                    node.values[name] = CompiledValue(getattr(params, name))
+                except ExpressionError:
+                    continue  # reported with the node's other template problems
 
 
-def _discriminator(graph: Graph) -> tuple[tuple[str, ...], frozenset[Any]] | None:
-    """An equality every run must satisfy before anything happens, so the engine can index on it.
+def _gate(graph: Graph) -> Node | None:
+    """The event-attribute filter a run must pass before anything happens, if there is one.
 
-    Only when the trigger leads to exactly one node, an event-attribute filter whose conditions must
-    all hold and whose fail output leads nowhere: then an event without the value ends the run
-    before it does anything, and skipping the workflow for it changes nothing.
+    When the trigger leads to exactly one node, an event-attribute filter whose fail output leads
+    nowhere, an event failing it ends the run before it does anything, so the engine can check it on
+    the event alone and skip the workflow without setting a run up.
     """
     following = graph.next(graph.trigger.id, "success")
     if len(following) != 1:
         return None
     node = graph.nodes[following[0]]
-    if node.type != "filter.event_attribute" or node.group is None or node.group.match != "all":
+    if node.type != "filter.event_attribute" or node.group is None or graph.next(node.id, "fail"):
         return None
-    if graph.next(node.id, "fail"):
+    return node
+
+
+def _discriminator(graph: Graph) -> tuple[tuple[str, ...], frozenset[Any]] | None:
+    """An equality every run must satisfy before anything happens, so the engine can index on it:
+    one of the gate's conditions, when all of them must hold."""
+    node = graph.gate
+    if node is None or node.group is None or node.group.match != "all":
         return None
     for condition in node.group.conditions:
         if condition.operator == "eq" and _indexable(condition.value):

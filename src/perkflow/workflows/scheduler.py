@@ -20,10 +20,11 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from sqlalchemy import func, or_, select, update
 
 from perkflow.conditions import evaluate, lookup
+from perkflow.core.clock import isoformat_z
 from perkflow.core.context import AppContext
 from perkflow.core.ids import new_id
 from perkflow.core.uow import UnitOfWork
@@ -44,8 +45,16 @@ MEMBER_BATCH = 500
 LEASE = timedelta(minutes=2)
 
 
+_WORKER: dict[int, str] = {}
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+    """This process's scheduler name: the owner recorded on the occurrences it runs (stable per process,
+    so a pass that failed half-way resumes its own occurrence instead of waiting out its lease)."""
+    pid = os.getpid()
+    if pid not in _WORKER:
+        _WORKER[pid] = f"{socket.gethostname()}:{pid}:{new_id('w')[-6:]}"
+    return _WORKER[pid]
 
 
 def due_occurrences(
@@ -85,13 +94,18 @@ def run_date_triggers(ctx: AppContext, *, worker: str | None = None, batch: int 
         plans: list[tuple[ActiveWorkflow, datetime]] = []
         for workflow in dated:
             trigger: DateTrigger = workflow.graph.trigger.params
+            # Occurrences after the later of the last one run and the activation: a schedule catches up
+            # on what it missed while the service was down, never on what passed while it was inactive.
             last = _last_occurrence(uow, workflow.id)
-            if trigger.at is not None:
-                after = last or datetime.min.replace(tzinfo=UTC)
-            else:
-                after = max(filter(None, [last, workflow.activated_at]), default=now)
-            for moment in due_occurrences(trigger, after=after, now=now):
-                plans.append((workflow, moment))
+            after = max(filter(None, [last, workflow.activated_at]), default=now)
+            try:
+                due = due_occurrences(trigger, after=after, now=now)
+            except CroniterBadDateError:  # pragma: no cover - refused when saved
+                log.warning("workflow %s: its schedule has no next occurrence", workflow.id)
+                continue
+            for moment in due:
+                if workflow.in_window(moment):
+                    plans.append((workflow, moment))
             # Occurrences a dead scheduler left unfinished.
             planned = {m for w, m in plans if w.id == workflow.id}
             for moment in _stale_occurrences(uow, workflow.id, now):
@@ -99,7 +113,12 @@ def run_date_triggers(ctx: AppContext, *, worker: str | None = None, batch: int 
                     plans.append((workflow, moment))
     done = 0
     for workflow, moment in sorted(plans, key=lambda p: p[1]):
-        done += run_occurrence(ctx, workflow, moment, worker=worker, batch=batch)
+        try:
+            done += run_occurrence(ctx, workflow, moment, worker=worker, batch=batch)
+        except Exception:
+            # One workflow's failure must not hold up the others; its occurrence keeps its resume
+            # point and is taken up again on the next pass.
+            log.exception("workflow %s: the occurrence of %s failed; it will be resumed", workflow.id, moment)
     return done
 
 
@@ -212,7 +231,7 @@ def run_occurrence(
                         event=None,
                         customer=customer,
                     )
-                    trigger_info = {"kind": "date", "occurs_at": moment.isoformat().replace("+00:00", "Z")}
+                    trigger_info = {"kind": "date", "occurs_at": isoformat_z(moment)}
                     runner.execute(
                         workflow,
                         scope,
@@ -246,47 +265,86 @@ def _resolver(view: CustomerView) -> Any:
     return lambda condition: lookup(view, condition.path)
 
 
+def _due_runs(uow: UnitOfWork, limit: int, only: int | None = None) -> list[Any]:
+    stmt = (
+        select(workflow_runs)
+        .where(workflow_runs.c.status == "waiting", workflow_runs.c.resume_at <= uow.now)
+        .order_by(workflow_runs.c.resume_at)
+        .limit(limit)
+    )
+    if only is not None:
+        stmt = stmt.where(workflow_runs.c.id == only)
+    return list(uow.conn.execute(uow.db.for_update(stmt, skip_locked=True)).all())
+
+
 def resume_waiting_runs(ctx: AppContext, *, batch: int = 200) -> int:
-    """Continue every waiting run whose time has come; returns how many were continued."""
+    """Continue every waiting run whose time has come; returns how many were continued.
+
+    Runs are continued in batches, one transaction each. If a batch fails, its runs are retried one
+    by one, and a run that fails on its own is marked failed, so one bad run cannot hold up the others.
+    """
+    with ctx.uow(write=False) as uow:  # most passes find nothing: do not take the write lock for that
+        if not _due_runs(uow, 1):
+            return 0
     resumed = 0
     while True:
-        with ctx.uow() as uow:
-            stmt = (
-                select(workflow_runs)
-                .where(workflow_runs.c.status == "waiting", workflow_runs.c.resume_at <= uow.now)
-                .order_by(workflow_runs.c.resume_at)
-                .limit(batch)
-            )
-            rows = uow.conn.execute(uow.db.for_update(stmt, skip_locked=True)).all()
-            if not rows:
-                return resumed
-            for row in rows:
-                _resume(uow, row)
-                resumed += 1
-            uow.commit()
+        rows: list[Any] = []
+        try:
+            with ctx.uow() as uow:
+                rows = _due_runs(uow, batch)
+                for row in rows:
+                    _resume(uow, row)
+                uow.commit()
+            resumed += len(rows)
+        except Exception:
+            log.exception("resuming a batch of waiting workflow runs failed; retrying them one by one")
+            resumed += _resume_one_by_one(ctx, [row.id for row in rows])
         if len(rows) < batch:
             return resumed
 
 
+def _resume_one_by_one(ctx: AppContext, run_ids: list[int]) -> int:
+    resumed = 0
+    for run_id in run_ids:
+        try:
+            with ctx.uow() as uow:
+                for row in _due_runs(uow, 1, only=run_id):
+                    _resume(uow, row)
+                    resumed += 1
+                uow.commit()
+        except Exception as exc:
+            log.exception("workflow run %s could not be resumed; it is marked failed", run_id)
+            with ctx.uow() as uow:
+                uow.conn.execute(
+                    update(workflow_runs)
+                    .where(workflow_runs.c.id == run_id)
+                    .values(
+                        status="failed",
+                        resume_at=None,
+                        resume_node=None,
+                        finished_at=uow.now,
+                        context={"error": f"resuming failed: {type(exc).__name__}"},
+                    )
+                )
+                uow.commit()
+    return resumed
+
+
 def _resume(uow: UnitOfWork, row: Any) -> None:
-    cache = index_cache(uow.ctx)
-    graph = cache.graph_of(uow, row.workflow_id, row.version)
+    graph = index_cache(uow.ctx).graph_of(uow, row.workflow_id, row.version)
     meta = uow.conn.execute(select(workflows).where(workflows.c.id == row.workflow_id)).first()
+    if graph is None or meta is None or meta.status == "archived":
+        uow.conn.execute(
+            update(workflow_runs)
+            .where(workflow_runs.c.id == row.id)
+            .values(status="cancelled", resume_at=None, resume_node=None, finished_at=uow.now)
+        )
+        return
     context = dict(row.context or {})
     catalog = uow.component(ProgramCatalog)
     program = catalog.programs.get(context.get("program_id") or "") if context.get("program_id") else None
-    workflow = ActiveWorkflow(
-        id=row.workflow_id,
-        version=row.version,
-        kind=meta.kind if meta else "general",
-        program_id=meta.program_id if meta else None,
-        starts_at=None,
-        ends_at=None,
-        bonus_cap=meta.bonus_cap if meta else None,
-        priority=0,
-        activated_at=None,
-        graph=graph,
-    )
+    # Runs continue on the version they started with, even if the workflow was edited or deactivated.
+    workflow = ActiveWorkflow.from_row(meta, row.version, graph)
     pending = [(node, _parse(at)) for node, at in context.get("pending", [])]
     due = [p for p in pending if p[1] <= uow.now]
     later = [p for p in pending if p[1] > uow.now]
@@ -315,10 +373,10 @@ def _resume(uow: UnitOfWork, row: Any) -> None:
         outcome.results[node_id] = {
             **outcome.results.get(node_id, {}),
             "status": "ok",
-            "resumed_at": uow.now.isoformat(),
+            "resumed_at": isoformat_z(uow.now),
         }
         walk(graph, scope, graph.next(node_id, "success"), outcome)
-    context["pending"] = [[node, at.isoformat().replace("+00:00", "Z")] for node, at in outcome.pending]
+    context["pending"] = [[node, isoformat_z(at)] for node, at in outcome.pending]
     if outcome.status == "waiting":
         context.update(event=scope.event, reward=scope.reward, coupon=scope.coupon)
     status = outcome.status
@@ -341,21 +399,6 @@ def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def occurrences_of(uow: UnitOfWork, workflow_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
-    rows = uow.conn.execute(
-        select(workflow_occurrences)
-        .where(workflow_occurrences.c.workflow_id == workflow_id)
-        .order_by(workflow_occurrences.c.occurs_at.desc())
-        .limit(limit)
-    )
-    return [
-        {
-            "occurs_at": r.occurs_at,
-            "version": r.version,
-            "status": r.status,
-            "members_done": r.members_done,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-        }
-        for r in rows
-    ]
+def run_schedules(ctx: AppContext) -> dict[str, int]:
+    """One pass of the background job: due date triggers, then runs whose wait is over."""
+    return {"date_runs": run_date_triggers(ctx), "resumed": resume_waiting_runs(ctx)}

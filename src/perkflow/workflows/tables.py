@@ -38,6 +38,9 @@ workflows = Table(
     Column("priority", Integer, nullable=False, server_default="0"),
     # When it was last activated: date triggers catch up on occurrences after this moment only.
     Column("activated_at", UTCDateTime, nullable=True),
+    # Which runs are stored: "acted" (those that did something; a run that ends at a failed filter is
+    # not, so a workflow listening to a busy event does not write a row per event it ignores) or "all".
+    Column("run_log", String(16), nullable=False, server_default="acted"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -62,7 +65,8 @@ workflow_runs = Table(
     Column("version", Integer, nullable=False),
     Column("member_id", String(128), nullable=False),
     Column("trigger", JsonDocument, nullable=False),  # what started it: activity, date occurrence, segment
-    Column("status", String(16), nullable=False),  # completed | failed | waiting | interrupted | running
+    # completed | filtered | failed | waiting | interrupted | cancelled
+    Column("status", String(16), nullable=False),
     Column("path", JsonDocument, nullable=False),  # node ids in the order they ran
     Column("results", JsonDocument, nullable=False),  # per action node: its result or error
     Column("context", JsonDocument, nullable=False),  # what a resumed run needs: event, reward, coupon
