@@ -347,3 +347,25 @@ def test_a_member_keeps_the_segments_its_activity_could_not_change(api: TestClie
     assert members_of(api, silver["id"]) == ["ana", "ben"]
     assert members_of(api, bronze["id"]) == []
     assert [t for t, _, _ in membership_activity(api, "ben")] == ["segment_entered", "segment_entered"]
+
+
+def test_a_segment_that_campaigns_or_live_workflows_use_cannot_be_deleted(api: TestClient) -> None:
+    from tests.promotions.conftest import create_campaign
+
+    static = make_segment(api, {"name": "VIP"})
+    campaign = create_campaign(api, name="VIP only", segment_id=static["id"])
+    refused = api.delete(f"/api/v1/segments/{static['id']}")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "segment_in_use"
+    assert refused.json()["details"] == {"campaigns": [campaign["id"]]}
+    assert api.delete(f"/v1/campaigns/{campaign['id']}").status_code in (200, 204)
+
+    trigger = {"id": "in", "type": "trigger.segment_entered", "params": {"segment": static["id"]}}
+    gift = {"id": "gift", "type": "action.add_points", "params": {"points": 5, "reason": "VIP"}}
+    graph = {"nodes": [trigger, gift], "edges": [{"from": "in", "to": "gift"}]}
+    workflow = api.post("/api/v1/workflows", json={"name": "VIP gift", "graph": graph}).json()
+    refused = api.delete(f"/api/v1/segments/{static['id']}")
+    assert refused.status_code == 409 and refused.json()["details"] == {"workflows": [workflow["id"]]}
+    assert api.get(f"/api/v1/segments/{static['id']}").status_code == 200  # nothing was deleted
+    assert api.delete(f"/api/v1/workflows/{workflow['id']}").status_code in (200, 204)  # archived
+    assert api.delete(f"/api/v1/segments/{static['id']}").status_code == 204

@@ -304,29 +304,62 @@ def update_segment(uow: UnitOfWork, segment_id: str, changes: dict[str, Any]) ->
 
 def delete_segment(uow: UnitOfWork, segment_id: str) -> None:
     """Delete a segment and its memberships (without segment_left activities: the segment is gone,
-    not left). Refused while a distribution sends codes to it."""
-    from perkflow.promotions.tables import distributions
-
+    not left). Refused while a distribution, a campaign's validation rules or a live workflow uses it,
+    since each of them would silently stop doing what its owner set it up for."""
     segment = get_segment(uow, segment_id, lock=True)
-    users = (
-        uow.conn.execute(
-            select(distributions.c.id)
-            .where(distributions.c.segment_id == segment_id)
-            .order_by(distributions.c.id)
-        )
-        .scalars()
-        .all()
-    )
+    users = segment_users(uow, segment_id)
     if users:
+        named = ", ".join(sorted(users))
         raise Conflict(
-            f"segment {segment_id!r} is used by distributions; delete them first",
+            f"segment {segment_id!r} is used by {named}; change or delete them first",
             code="segment_in_use",
-            details={"distributions": list(users)},
+            details=users,
         )
     uow.conn.execute(delete(segment_members).where(segment_members.c.segment_id == segment_id))
     uow.conn.execute(delete(segments).where(segments.c.id == segment_id))
     if segment.kind == "rule":
         uow.after_commit(index_cache(uow.ctx).invalidate)
+
+
+def segment_users(uow: UnitOfWork, segment_id: str) -> dict[str, list[str]]:
+    """What refers to a segment: distributions, campaigns (validation rule) and workflows that are not
+    archived (a segment trigger in their latest or active version)."""
+    from perkflow.promotions.tables import campaigns, distributions
+    from perkflow.workflows.tables import workflow_versions, workflows
+
+    found: dict[str, list[str]] = {}
+    rows = uow.conn.execute(
+        select(distributions.c.id)
+        .where(distributions.c.segment_id == segment_id)
+        .order_by(distributions.c.id)
+    ).scalars()
+    if listed := list(rows):
+        found["distributions"] = listed
+    live_campaigns = uow.conn.execute(
+        select(campaigns.c.id, campaigns.c.rules)
+        .where(campaigns.c.deleted_at.is_(None))
+        .order_by(campaigns.c.id)
+    )
+    if listed := [row.id for row in live_campaigns if (row.rules or {}).get("segment_id") == segment_id]:
+        found["campaigns"] = listed
+    version_in_use = (workflow_versions.c.version == workflows.c.latest_version) | (
+        workflow_versions.c.version == workflows.c.active_version
+    )
+    rows = uow.conn.execute(
+        select(workflows.c.id)
+        .distinct()
+        .join(workflow_versions, workflow_versions.c.workflow_id == workflows.c.id)
+        .where(
+            workflows.c.status != "archived",
+            version_in_use,
+            workflow_versions.c.trigger_type.in_(("segment_entered", "segment_left")),
+            workflow_versions.c.trigger_key == segment_id,
+        )
+        .order_by(workflows.c.id)
+    ).scalars()
+    if listed := list(rows):
+        found["workflows"] = listed
+    return found
 
 
 # -- webhook secrets ----------------------------------------------------------------------------------------
