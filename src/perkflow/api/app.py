@@ -78,6 +78,10 @@ def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI
     )
     app.state.ctx = ctx
     app.state.key_verifier = KeyVerifier()
+    # Connected Content's POST /v1/publications is answered before routing (inside the size limit).
+    from perkflow.voucherify.fastpath import PublicationFastPath
+
+    app.add_middleware(PublicationFastPath, ctx=ctx)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_body_bytes)
 
     @app.exception_handler(PerkflowError)

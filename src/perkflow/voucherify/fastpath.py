@@ -1,0 +1,112 @@
+"""`POST /v1/publications` answered in front of the FastAPI router: Braze Connected Content's hot path.
+
+Routing a request through FastAPI (matching it against every route, solving dependencies, building a
+Request, a thread-pool hop, a Response and its send wrappers) costs more than the publication itself.
+This ASGI middleware recognises exactly `POST /v1/publications` and does the same steps as the route
+in `perkflow.voucherify.router` with the same functions: authentication and the scope check, the body
+parsing of `parsing.parse_body`, the payload checks of `_publish_work`, the publication run through
+`groupcommit.run_write`, and Voucherify's error shape for every refusal. Everything else, including
+the route's OpenAPI documentation, stays with FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from perkflow.api.deps import authenticate_with
+from perkflow.api.responses import OPTIONS
+from perkflow.core import groupcommit
+from perkflow.core.context import AppContext
+from perkflow.core.errors import PerkflowError
+from perkflow.voucherify import errors as compat
+from perkflow.voucherify.parsing import parse_body
+from perkflow.voucherify.router import _publish_work
+
+log = logging.getLogger("perkflow.api")
+PATH = "/v1/publications"
+SCOPE = "publications:write"
+
+
+class PublicationFastPath:
+    def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, body = 200, await self._publish(scope, receive)
+        except ClientGone:
+            return
+        except PerkflowError as exc:
+            status, payload = compat.from_perkflow_error(exc)
+            body = orjson.dumps(payload, option=OPTIONS)
+        except Exception as exc:
+            # The body-size guard around this handler works by raising through it: let it answer.
+            from perkflow.api.routing import BodyTooLarge
+
+            if isinstance(exc, BodyTooLarge):
+                raise
+            log.exception("unhandled error", exc_info=exc)
+            status = 500
+            body = orjson.dumps(
+                compat.error_body(500, "internal_error", "an unexpected error occurred; it has been logged"),
+                option=OPTIONS,
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _publish(self, scope: Scope, receive: Receive) -> bytes:
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first of repeated headers, as Starlette's .get
+
+        def header(name: bytes) -> str | None:
+            value = headers.get(name)
+            return value.decode("latin-1") if value is not None else None
+
+        verifier = scope["app"].state.key_verifier
+        principal = authenticate_with(
+            self.ctx, verifier, header(b"authorization"), header(b"x-app-id"), header(b"x-app-token")
+        )
+        principal.require(SCOPE)
+        raw = await _read_body(receive)
+        payload = parse_body(raw, header(b"content-type") or "")
+        query: bytes = scope.get("query_string", b"")
+        join_once = False
+        if b"join_once" in query:
+            params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+            join_once = params.get("join_once", "false").lower() == "true"
+        result: dict[str, Any] = await groupcommit.run_write(self.ctx, _publish_work(payload, join_once))
+        return orjson.dumps(result, option=OPTIONS)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body; nothing was written."""
