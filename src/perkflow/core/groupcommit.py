@@ -9,7 +9,7 @@ A failing item must not fail the others, and the components of a unit of work (i
 activity chains, id sequences) cannot be rewound to the middle of a transaction. So when an item
 raises, the whole transaction is rolled back: the items before it are applied again as a batch, the
 failing item is run on its own through `transactions.run` (exactly the path it would have taken
-without batching, with its retries), and the items after it go back to the front of the queue.
+without batching, with its retries), and the items after it are tried as the next batch.
 Whether a database benefits is decided in `Database.groups_commits`; elsewhere `run_write` is a
 plain `transactions.run` in the thread pool.
 """
@@ -94,7 +94,10 @@ class GroupCommitter:
                 future.set_result(job.result)
 
         def deliverer(future: asyncio.Future[Any]) -> Callable[[Job], None]:
-            return lambda job: loop.call_soon_threadsafe(settle, future, job)
+            def deliver(job: Job) -> None:
+                loop.call_soon_threadsafe(settle, future, job)
+
+            return deliver
 
         self.submit([Job(work, deliverer(future)) for work, future in zip(works, futures, strict=True)])
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -190,7 +193,7 @@ def committer(ctx: AppContext) -> GroupCommitter:
         found = ctx.caches.get(CACHE_KEY)
         if found is None:
             found = ctx.caches[CACHE_KEY] = GroupCommitter(ctx)
-        return found  # type: ignore[no-any-return]
+        return found
 
 
 _create_lock = threading.Lock()
