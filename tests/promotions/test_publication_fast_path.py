@@ -62,7 +62,7 @@ def test_concurrent_publications_share_one_transaction_and_a_failure_stays_its_o
 
             return deliver
 
-        group.submit([Job(w, deliverer(f)) for w, f in zip(works, futures, strict=True)])
+        group.submit([Job(w, deliver=deliverer(f)) for w, f in zip(works, futures, strict=True)])
         return await asyncio.gather(*futures)
 
     try:
@@ -116,7 +116,7 @@ def crash(uow):
 def delivered(job):
     print("delivered", flush=True)
 
-GroupCommitter(ctx).apply([Job(publisher(1), delivered), Job(publisher(2), delivered), Job(crash, delivered)])
+GroupCommitter(ctx).apply([Job(w, deliver=delivered) for w in (publisher(1), publisher(2), crash)])
 """
 
 

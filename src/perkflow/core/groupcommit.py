@@ -17,6 +17,7 @@ plain `transactions.run` in the thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -37,10 +38,44 @@ CACHE_KEY = "core.group_commit"
 
 @dataclass(slots=True)
 class Job:
+    """One item: its work, and how its outcome reaches the caller. A job made by `run` / `run_many`
+    resolves `future` on its event loop; any other job has `deliver` called on the writer thread."""
+
     work: Callable[[UnitOfWork], Any]
-    deliver: Callable[[Job], None] = field(repr=False)
+    deliver: Callable[[Job], None] | None = field(default=None, repr=False)
+    future: asyncio.Future[Any] | None = field(default=None, repr=False)
     result: Any = None
     error: BaseException | None = None
+    delivered: bool = False
+
+
+def _settle(jobs: list[Job]) -> None:
+    """On the caller's event loop: resolve the futures of jobs whose outcomes are known."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():  # the caller went away (cancelled)
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
+def _deliver(jobs: list[Job]) -> None:
+    """Hand outcomes over, waking each event loop once for all of its jobs (each wake-up is a
+    write to the loop's self-pipe, which per job cost as much as a publication's SQL)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+    for job in jobs:
+        if job.delivered:
+            continue
+        job.delivered = True
+        if job.future is not None:
+            by_loop.setdefault(job.future.get_loop(), []).append(job)
+        elif job.deliver is not None:
+            job.deliver(job)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, settled)
 
 
 class GroupCommitter:
@@ -64,8 +99,8 @@ class GroupCommitter:
     # -- submitting ---------------------------------------------------------------------------------
 
     def submit(self, jobs: list[Job]) -> None:
-        """Queue jobs for the writer; each job's `deliver` is called (from the writer thread) once
-        its outcome is durable or known to have failed."""
+        """Queue jobs for the writer; each outcome is handed over (see `Job`) once it is durable or
+        known to have failed, never before the commit."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
@@ -83,24 +118,9 @@ class GroupCommitter:
     async def run_many(self, works: list[Callable[[UnitOfWork], Any]]) -> list[Any]:
         """Run several works queued together; raise the first failure after all have finished."""
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in works]
-
-        def settle(future: asyncio.Future[Any], job: Job) -> None:
-            if future.done():  # the caller went away (cancelled)
-                return
-            if job.error is not None:
-                future.set_exception(job.error)
-            else:
-                future.set_result(job.result)
-
-        def deliverer(future: asyncio.Future[Any]) -> Callable[[Job], None]:
-            def deliver(job: Job) -> None:
-                loop.call_soon_threadsafe(settle, future, job)
-
-            return deliver
-
-        self.submit([Job(work, deliverer(future)) for work, future in zip(works, futures, strict=True)])
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        jobs = [Job(work, future=loop.create_future()) for work in works]
+        self.submit(jobs)
+        results = await asyncio.gather(*(job.future for job in jobs if job.future), return_exceptions=True)
         for outcome in results:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -132,9 +152,9 @@ class GroupCommitter:
             except BaseException as exc:  # pragma: no cover - apply delivers every outcome itself
                 log.exception("group commit failed", exc_info=exc)
                 for job in batch:
-                    if job.result is None and job.error is None:
+                    if not job.delivered:
                         job.error = exc
-                        job.deliver(job)
+                _deliver(batch)
 
     def apply(self, batch: list[Job]) -> None:
         """Apply `batch` as one transaction (see the module docstring for what happens on failure)
@@ -174,7 +194,7 @@ class GroupCommitter:
         self.items += len(batch)
         for job, result in zip(batch, results, strict=True):
             job.result = result
-            job.deliver(job)
+        _deliver(batch)
         return None
 
     def _alone(self, job: Job) -> None:
@@ -185,7 +205,7 @@ class GroupCommitter:
         else:
             self.batches += 1
             self.items += 1
-        job.deliver(job)
+        _deliver([job])
 
 
 def committer(ctx: AppContext) -> GroupCommitter:
