@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from perkflow.api.deps import authenticate_with
 from perkflow.api.responses import OPTIONS
+from perkflow.api.routing import BodyTooLarge
 from perkflow.core import groupcommit
 from perkflow.core.context import AppContext
 from perkflow.core.errors import PerkflowError
@@ -48,12 +49,9 @@ class PublicationFastPath:
         except PerkflowError as exc:
             status, payload = compat.from_perkflow_error(exc)
             body = orjson.dumps(payload, option=OPTIONS)
+        except BodyTooLarge:
+            raise  # the body-size guard around this handler answers it
         except Exception as exc:
-            # The body-size guard around this handler works by raising through it: let it answer.
-            from perkflow.api.routing import BodyTooLarge
-
-            if isinstance(exc, BodyTooLarge):
-                raise
             log.exception("unhandled error", exc_info=exc)
             status = 500
             body = orjson.dumps(
