@@ -175,6 +175,7 @@ class GroupCommitter:
             self._alone(batch[0])
             return None
         results: list[Any] = []
+        committed = False
         try:
             with self.ctx.uow(write=True) as uow:
                 for index, job in enumerate(batch):
@@ -183,13 +184,18 @@ class GroupCommitter:
                     except Exception:
                         return index
                 uow.commit()
+                committed = True
         except Exception as exc:
-            # BEGIN or COMMIT failed (busy, a constraint checked at commit): nothing was written; each
-            # item then takes its own transaction with the usual retries.
-            log.warning("a batch of %d could not commit (%s); applying one by one", len(batch), exc)
-            for job in batch:
-                self._alone(job)
-            return None
+            if not committed:
+                # BEGIN or COMMIT failed (busy, a constraint checked at commit): nothing was written;
+                # each item then takes its own transaction with the usual retries.
+                log.warning("a batch of %d could not commit (%s); applying one by one", len(batch), exc)
+                for job in batch:
+                    self._alone(job)
+                return None
+            # Committed, then an after-commit callback failed: the items are done and must not be
+            # applied twice.
+            log.exception("after-commit work of a batch failed", exc_info=exc)
         self.batches += 1
         self.items += len(batch)
         for job, result in zip(batch, results, strict=True):
