@@ -188,6 +188,19 @@ def test_the_fast_path_answers_like_the_route(api: TestClient, ctx: AppContext) 
             expected = slow_client.post(f"/v1/publications{query}", headers=sent, content=body)
             got = fast_client.post(f"/v1/publications{query}", headers=sent, content=body)
             assert _comparable(got) == _comparable(expected), (n, expected.text, got.text)
+        gets: list[tuple[dict[str, str], dict[str, str]]] = [
+            ({}, {"campaign": campaign["id"], "customer": "gia"}),
+            (reader, {"campaign": campaign["id"], "customer": "gia"}),
+            (publisher, {"campaign": "no-such-campaign", "customer": "gia"}),
+            (publisher, {"campaign": campaign["id"]}),
+            (publisher, {"campaign": campaign["id"], "customer[source_id]": "gia", "source_id": "g1"}),
+            (publisher, {"campaign": campaign["name"], "customer": "gia", "source_id": "g1", "c": "1"}),
+            (publisher, {"campaign": campaign["id"], "customer": "hal", "join_once": "true"}),
+        ]
+        for n, (headers, params) in enumerate(gets):
+            expected = slow_client.get("/v1/publications/create", headers=headers, params=params)
+            got = fast_client.get("/v1/publications/create", headers=headers, params=params)
+            assert _comparable(got) == _comparable(expected), (n, expected.text, got.text)
         too_big = b'{"campaign": "' + b"x" * (ctx.settings.max_body_bytes + 10) + b'"}'
         sent = {**publisher, "Content-Type": "application/json"}
         expected = slow_client.post("/v1/publications", headers=sent, content=too_big)

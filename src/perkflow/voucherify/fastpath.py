@@ -1,12 +1,13 @@
-"""`POST /v1/publications` answered in front of the FastAPI router: Braze Connected Content's hot path.
+"""Publications answered in front of the FastAPI router: Braze Connected Content's hot path.
 
 Routing a request through FastAPI (matching it against every route, solving dependencies, building a
 Request, a thread-pool hop, a Response and its send wrappers) costs more than the publication itself.
-This ASGI middleware recognises exactly `POST /v1/publications` and does the same steps as the route
-in `perkflow.voucherify.router` with the same functions: authentication and the scope check, the body
-parsing of `parsing.parse_body`, the payload checks of `_publish_work`, the publication run through
-`groupcommit.run_write`, and Voucherify's error shape for every refusal. Everything else, including
-the route's OpenAPI documentation, stays with FastAPI.
+This ASGI middleware recognises exactly `POST /v1/publications` and `GET /v1/publications/create`
+and does the same steps as their routes in `perkflow.voucherify.router`, with the same functions:
+authentication and the scope check, the body parsing of `parsing.parse_body` (or `query_payload`),
+the payload checks of `_publish_work`, the publication run through `groupcommit.run_write`, and
+Voucherify's error shape for every refusal. Everything else, including the routes' OpenAPI
+documentation, stays with FastAPI.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from perkflow.core.context import AppContext
 from perkflow.core.errors import PerkflowError
 from perkflow.voucherify import errors as compat
 from perkflow.voucherify.parsing import parse_body
-from perkflow.voucherify.router import _publish_work
+from perkflow.voucherify.router import _publish_work, query_payload
 
 log = logging.getLogger("perkflow.api")
-PATH = "/v1/publications"
+ROUTES = {("POST", "/v1/publications"), ("GET", "/v1/publications/create")}
 SCOPE = "publications:write"
 
 
@@ -39,7 +40,7 @@ class PublicationFastPath:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) not in ROUTES:
             await self.app(scope, receive, send)
             return
         try:
@@ -84,13 +85,16 @@ class PublicationFastPath:
             self.ctx, verifier, header(b"authorization"), header(b"x-app-id"), header(b"x-app-token")
         )
         principal.require(SCOPE)
-        raw = await _read_body(receive)
-        payload = parse_body(raw, header(b"content-type") or "")
         query: bytes = scope.get("query_string", b"")
-        join_once = False
-        if b"join_once" in query:
-            params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-            join_once = params.get("join_once", "false").lower() == "true"
+        # Starlette's query_params: latin-1, blank values kept, the last of a repeated key wins.
+        get = scope["method"] == "GET"
+        wanted = get or b"join_once" in query  # Braze's cache_id alone is not worth parsing
+        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if wanted else {}
+        if get:
+            payload = query_payload(params)
+        else:
+            payload = parse_body(await _read_body(receive), header(b"content-type") or "")
+        join_once = params.get("join_once", "false").lower() == "true"
         result: dict[str, Any] = await groupcommit.run_write(self.ctx, _publish_work(payload, join_once))
         return orjson.dumps(result, option=OPTIONS)
 

@@ -3,7 +3,7 @@ rollbacks, vouchers, gift and loyalty card balances, loyalty programs and reward
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -249,12 +249,18 @@ async def create_publication(request: Request) -> JSON:
     return JSON(await groupcommit.run_write(_ctx(request), work))
 
 
-@router.get("/publications/create", dependencies=[scope("publications:write")])
-async def create_publication_by_get(request: Request) -> JSON:
-    payload = {k: v for k, v in request.query_params.items() if k not in ("join_once",)}
+def query_payload(params: Mapping[str, str]) -> dict[str, Any]:
+    """The publication request of `GET /v1/publications/create`, from its query parameters."""
+    payload = {k: v for k, v in params.items() if k not in ("join_once",)}
     if "customer[source_id]" in payload:
         payload["customer"] = payload.pop("customer[source_id]")
-    work = _publish_work(payload, _join_once(request))
+    return payload
+
+
+@router.get("/publications/create", dependencies=[scope("publications:write")])
+async def create_publication_by_get(request: Request) -> JSON:
+    """The GET form (cacheable by Braze); also answered by `perkflow.voucherify.fastpath`."""
+    work = _publish_work(query_payload(request.query_params), _join_once(request))
     return JSON(await groupcommit.run_write(_ctx(request), work))
 
 
