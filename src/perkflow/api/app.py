@@ -50,7 +50,8 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI:
+def create_app(ctx: AppContext, *, run_background_jobs: bool = False, fast_paths: bool = True) -> FastAPI:
+    """The API. `fast_paths=False` leaves every request to the FastAPI routes (tests compare the two)."""
     from perkflow.runtime import BackgroundJobs
 
     jobs = BackgroundJobs(ctx) if run_background_jobs else None
@@ -78,6 +79,11 @@ def create_app(ctx: AppContext, *, run_background_jobs: bool = False) -> FastAPI
     )
     app.state.ctx = ctx
     app.state.key_verifier = KeyVerifier()
+    if fast_paths:
+        # Connected Content's POST /v1/publications is answered before routing (inside the size limit).
+        from perkflow.voucherify.fastpath import PublicationFastPath
+
+        app.add_middleware(PublicationFastPath, ctx=ctx)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_body_bytes)
 
     @app.exception_handler(PerkflowError)

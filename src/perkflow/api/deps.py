@@ -26,16 +26,31 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 def authenticate(request: Request) -> Principal:
     """The caller, from `Authorization: Bearer <key id>.<secret>` or X-App-Id / X-App-Token."""
-    ctx = get_ctx(request)
-    verifier: KeyVerifier = request.app.state.key_verifier
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
+    headers = request.headers
+    return authenticate_with(
+        get_ctx(request),
+        request.app.state.key_verifier,
+        headers.get("authorization"),
+        headers.get("x-app-id"),
+        headers.get("x-app-token"),
+    )
+
+
+def authenticate_with(
+    ctx: AppContext,
+    verifier: KeyVerifier,
+    authorization: str | None,
+    app_id: str | None,
+    app_token: str | None,
+) -> Principal:
+    """`authenticate` from the header values themselves (for handlers that run without a Request)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("use Authorization: Bearer <key id>.<secret>", code="unauthorized")
         key_id, secret = split_key(value)
-    elif request.headers.get("x-app-id") and request.headers.get("x-app-token"):
-        key_id, secret = request.headers["x-app-id"], request.headers["x-app-token"]
+    elif app_id and app_token:
+        key_id, secret = app_id, app_token
     else:
         raise Unauthorized(
             "an API key is required: send Authorization: Bearer <key id>.<secret>", code="unauthorized"

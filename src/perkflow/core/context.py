@@ -31,4 +31,9 @@ class AppContext:
         return UnitOfWork(self, write=write, bulk=bulk)
 
     def close(self) -> None:
+        # Caches that own a thread (the group committer) stop it before the engine goes away.
+        for cache in list(self.caches.values()):
+            closer = getattr(cache, "close", None)
+            if callable(closer):
+                closer()
         self.db.dispose()

@@ -165,6 +165,16 @@ class Database:
 
     # -- dialect differences ----------------------------------------------------------------------
 
+    @property
+    def groups_commits(self) -> bool:
+        """Whether concurrent small writes should share transactions (see perkflow.core.groupcommit).
+
+        SQLite runs one writer at a time, so grouping removes a lock hand-over and a commit per request
+        and loses no parallelism; PostgreSQL runs writers in parallel, and one slow item would hold
+        the row locks of the whole group.
+        """
+        return self.is_sqlite
+
     def for_update(self, stmt: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
         """Lock the selected rows until commit. SQLite needs nothing: the writer holds the database."""
         if self.is_sqlite:

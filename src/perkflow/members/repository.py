@@ -97,6 +97,25 @@ UPDATE_COLUMNS = (
 )
 
 
+# Loading one member is on the publish and event hot paths, where building a select and computing
+# its cache key cost more than running it: the statements are built once per database kind.
+_STATEMENTS: dict[tuple[str, bool, bool], Any] = {}
+
+
+def _load_statement(db: Any, *, lock: bool, single: bool) -> Any:
+    key = (db.dialect_name, lock, single)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        where = (
+            members.c.id == bindparam("id") if single else members.c.id.in_(bindparam("ids", expanding=True))
+        )
+        stmt = select(members).where(where).order_by(members.c.id)
+        if lock:
+            stmt = db.for_update(stmt)
+        _STATEMENTS[key] = stmt
+    return stmt
+
+
 class MemberRepository:
     """Unit-of-work component: an identity map of members with deferred, batched updates."""
 
@@ -123,14 +142,10 @@ class MemberRepository:
             m for m in set(member_ids) if m not in self._by_id or (lock and not self._is_locked(m))
         )
         if wanted:
-            stmt = (
-                select(members)
-                .where(members.c.id.in_(bindparam("ids", expanding=True)))
-                .order_by(members.c.id)
-            )
-            if lock:
-                stmt = self.uow.db.for_update(stmt)
-            found = {row.id: Member.from_row(row) for row in self.uow.conn.execute(stmt, {"ids": wanted})}
+            single = len(wanted) == 1
+            stmt = _load_statement(self.uow.db, lock=lock, single=single)
+            params = {"id": wanted[0]} if single else {"ids": wanted}
+            found = {row.id: Member.from_row(row) for row in self.uow.conn.execute(stmt, params)}
             for member_id in wanted:
                 member = found.get(member_id)
                 if member is not None:

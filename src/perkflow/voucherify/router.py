@@ -3,7 +3,7 @@ rollbacks, vouchers, gift and loyalty card balances, loyalty programs and reward
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from perkflow.api.deps import authenticate, get_ctx
 from perkflow.api.responses import JSON
 from perkflow.auth.service import Principal
-from perkflow.core import transactions
+from perkflow.core import groupcommit, transactions
 from perkflow.core.context import AppContext
 from perkflow.core.uow import UnitOfWork
 from perkflow.promotions import service
@@ -240,18 +240,28 @@ def _join_once(request: Request) -> bool:
 
 @router.post("/publications", dependencies=[scope("publications:write")])
 async def create_publication(request: Request) -> JSON:
-    """Assign a code; unknown query parameters (Braze's cache_id) are ignored."""
+    """Assign a code; unknown query parameters (Braze's cache_id) are ignored.
+
+    Requests are normally answered by `perkflow.voucherify.fastpath` in front of the router, which
+    does the same thing with less machinery; this route documents the endpoint and serves the rest.
+    """
     work = _publish_work(await read_payload(request), _join_once(request))
-    return JSON(await run_write(_ctx(request), work))
+    return JSON(await groupcommit.run_write(_ctx(request), work))
+
+
+def query_payload(params: Mapping[str, str]) -> dict[str, Any]:
+    """The publication request of `GET /v1/publications/create`, from its query parameters."""
+    payload = {k: v for k, v in params.items() if k not in ("join_once",)}
+    if "customer[source_id]" in payload:
+        payload["customer"] = payload.pop("customer[source_id]")
+    return payload
 
 
 @router.get("/publications/create", dependencies=[scope("publications:write")])
 async def create_publication_by_get(request: Request) -> JSON:
-    payload = {k: v for k, v in request.query_params.items() if k not in ("join_once",)}
-    if "customer[source_id]" in payload:
-        payload["customer"] = payload.pop("customer[source_id]")
-    work = _publish_work(payload, _join_once(request))
-    return JSON(await run_write(_ctx(request), work))
+    """The GET form (cacheable by Braze); also answered by `perkflow.voucherify.fastpath`."""
+    work = _publish_work(query_payload(request.query_params), _join_once(request))
+    return JSON(await groupcommit.run_write(_ctx(request), work))
 
 
 @router.get("/publications", dependencies=[scope("vouchers:read")])
