@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from perkflow.core.errors import InvalidInput
+from perkflow.core.limits import MAX_AMOUNT
 from perkflow.events.types import EVENT_NAME
 from perkflow.members.fields import FieldValueError, parse_datetime
 
@@ -81,7 +82,7 @@ def require_str(data: dict[str, Any], key: str, *, max_length: int = 128) -> str
     return value
 
 
-def require_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = 10**12) -> int:
+def require_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = MAX_AMOUNT) -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise InvalidInput(
@@ -93,7 +94,9 @@ def require_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: in
     return value
 
 
-def optional_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = 10**12) -> int | None:
+def optional_int(
+    data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = MAX_AMOUNT
+) -> int | None:
     if data.get(key) is None:
         return None
     return require_int(data, key, minimum=minimum, maximum=maximum)

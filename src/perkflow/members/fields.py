@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from perkflow.core.clock import isoformat_z
+from perkflow.core.limits import INT64_MAX, INT64_MIN, fits_int64, storable_date, storable_utc
 
 FIELD_TYPES = (
     "string",
@@ -50,6 +51,8 @@ def normalize_value(field_type: str, value: Any) -> Any:
     if field_type == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise FieldValueError("expected an integer")
+        if not fits_int64(value):
+            raise FieldValueError(f"expected an integer from {INT64_MIN} to {INT64_MAX}")
         return value
     if field_type == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -65,9 +68,13 @@ def normalize_value(field_type: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise FieldValueError("expected a date as YYYY-MM-DD")
         try:
-            return date.fromisoformat(value).isoformat()
+            day = date.fromisoformat(value)
         except ValueError as exc:
             raise FieldValueError("expected a date as YYYY-MM-DD") from exc
+        try:
+            return storable_date(day).isoformat()
+        except ValueError as exc:
+            raise FieldValueError(str(exc)) from exc
     if field_type == "datetime":
         return isoformat_z(parse_datetime(value))
     if field_type == "array":
@@ -102,7 +109,10 @@ def parse_datetime(value: Any) -> datetime:
         raise FieldValueError("expected an ISO-8601 datetime such as 2026-03-14T09:30:00Z")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise FieldValueError("the datetime needs a UTC offset or Z")
-    return parsed.astimezone(UTC)
+    try:
+        return storable_utc(parsed)
+    except ValueError as exc:
+        raise FieldValueError(str(exc)) from exc
 
 
 def infer_type(value: Any) -> str | None:

@@ -7,11 +7,12 @@ import re
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from perkflow.activity.stream import Activity, ActivityLog
-from perkflow.core.errors import Conflict, InvalidInput, NotFound
+from perkflow.core.errors import Conflict, InvalidCursor, InvalidInput, NotFound
+from perkflow.core.limits import INT64_MAX
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.tables import accounts
 from perkflow.members.fields import BUILTIN_FIELDS, FIELD_KEY, FIELD_TYPES, FieldValueError, normalize_value
@@ -21,6 +22,7 @@ from perkflow.members.tables import field_definitions, member_identities, member
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 PROFILE_COLUMNS = ("email", "first_name", "last_name", "birth_date")
 STATUSES = ("active", "blocked")
+MAX_CURSOR = 64
 
 
 class FieldCatalog:
@@ -293,13 +295,44 @@ def encode_cursor(pk: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "m":
+        if prefix != "m" or not value.isdigit():
             raise ValueError(raw)
-        return int(value)
+        pk = int(value)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor") from exc
+        raise InvalidCursor() from exc
+    if pk > INT64_MAX:
+        raise InvalidCursor()
+    return pk
+
+
+def filter_value(field_type: str, raw: str, key: str) -> Any:
+    """A `field.<key>=<raw>` query value as the field's type stores it; empty means "not set"."""
+    if raw == "":
+        return None
+    try:
+        if field_type == "integer":
+            if not raw.strip().lstrip("+-").isdigit() or not raw.isascii():
+                raise FieldValueError("expected an integer")
+            return normalize_value(field_type, int(raw))
+        if field_type == "float":
+            return normalize_value(field_type, float(raw))
+        if field_type == "boolean":
+            if raw.lower() not in ("true", "false"):
+                raise FieldValueError("expected true or false")
+            return raw.lower() == "true"
+        if field_type in ("array", "object", "array_of_objects"):
+            raise FieldValueError(f"{field_type} fields cannot be filtered on")
+        return normalize_value(field_type, raw)
+    except (FieldValueError, ValueError) as exc:
+        raise InvalidInput(
+            f"filter field.{key}: {exc}",
+            code="invalid_filter",
+            details={"filter": f"field.{key}", "type": field_type, "value": raw[:100]},
+        ) from exc
 
 
 def list_members(
@@ -330,10 +363,23 @@ def list_members(
         if tier_id is not None:
             sub = sub.where(accounts.c.tier_id == tier_id)
         stmt = stmt.where(members.c.id.in_(sub))
-    for key, value in (field_filters or {}).items():
-        if not FIELD_KEY.match(key):
-            raise InvalidInput(f"unknown field {key!r}", code="invalid_filter")
-        stmt = stmt.where(func.coalesce(members.c.fields[key].as_string(), "") == value)
+    if status and status not in STATUSES:
+        raise InvalidInput(
+            f"status must be one of {', '.join(STATUSES)}",
+            code="invalid_filter",
+            details={"filter": "status", "allowed": list(STATUSES)},
+        )
+    catalog = uow.component(FieldCatalog).fields if field_filters else {}
+    for key, raw in (field_filters or {}).items():
+        definition = catalog.get(key)
+        if definition is None:
+            raise InvalidInput(
+                f"unknown field {key!r}: filters name fields of the catalogue (see /api/v1/fields)",
+                code="invalid_filter",
+                details={"filter": f"field.{key}"},
+            )
+        value = filter_value(definition["type"], raw, key)
+        stmt = stmt.where(uow.db.json_key_equals(members.c.fields, key, value))
     rows = uow.conn.execute(stmt.order_by(members.c.pk).limit(limit + 1)).all()
     found = [Member.from_row(row) for row in rows[:limit]]
     next_cursor = encode_cursor(found[-1].pk) if len(rows) > limit and found else None
