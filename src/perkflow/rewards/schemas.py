@@ -10,6 +10,19 @@ from perkflow.core.limits import MAX_AMOUNT, MAX_POINTS, storable_utc
 
 Expiry = Annotated[AwareDatetime, AfterValidator(storable_utc)]
 
+MAX_CODE_LENGTH = 100  # the coupons.code and vouchers.code columns
+
+
+def is_code(code: str) -> bool:
+    """A code a person can read out and type back: no control characters, no surrounding spaces."""
+    return 1 <= len(code) <= MAX_CODE_LENGTH and code == code.strip() and all(ch.isprintable() for ch in code)
+
+
+def _code(code: str) -> str:
+    if not is_code(code):
+        raise ValueError("a code has no control characters and no leading or trailing spaces")
+    return code
+
 
 class RewardCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -35,7 +48,7 @@ class RewardUpdate(BaseModel):
 class CouponIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=100)
+    code: Annotated[str, AfterValidator(_code)] = Field(min_length=1, max_length=MAX_CODE_LENGTH)
     value: int | None = Field(
         default=None, ge=0, le=MAX_AMOUNT, description="Minor units of the program currency"
     )
