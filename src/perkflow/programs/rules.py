@@ -137,7 +137,7 @@ def plan_earning(rules: list[EarningRule], event: str, data: dict[str, Any]) -> 
         raise InvalidInput(
             f"the event would earn {points} points; one event may earn at most {MAX_POINTS}",
             code="points_out_of_range",
-            details={"points": points, "max_points": MAX_POINTS, "rules": used},
+            details={"max_points": MAX_POINTS, "rules": used},
         )
     return EarnPlan(points, pending_days, tuple(used))
 
