@@ -91,6 +91,10 @@ INTEGERS_PAST_BOUNDS = [
     ("/api/v1/rewards", {"name": "R", "points_cost": MAX_POINTS + 1}),
     ("/api/v1/events", event("ana", "point_add", points=MAX_POINTS + 1)),
     ("/api/v1/events", event("ana", "checkout", transaction_id="t", total=MAX_AMOUNT + 1)),
+    (
+        "/api/v1/events",
+        event("ana", "checkout", transaction_id="t", total=1, items=[{"quantity": 10**6 + 1}]),
+    ),
 ]
 
 

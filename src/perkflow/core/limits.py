@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime
 MAX_POINTS = 1_000_000_000
 # Minor units of money in one value (a checkout total, a coupon value, an earning-rule unit).
 MAX_AMOUNT = 10**12
+# Units of one item in a checkout; workflows sum them into items_count.
+MAX_QUANTITY = 1_000_000
 # Qualifying points a tier may ask for: far above what members earn, far below 2**63.
 MAX_THRESHOLD = 10**15
 # What a BIGINT (and SQLite's INTEGER) holds: ids, sequence numbers and cursor positions.
