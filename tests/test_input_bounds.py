@@ -198,6 +198,9 @@ def test_positions_past_64_bits_are_4xx(api: TestClient) -> None:
     error(api.get(f"/api/v1/activities/act_{2**70}"), 404, "activity_not_found")
     error(api.get("/api/v1/activities/act_²"), 404, "activity_not_found")
     error(api.get("/api/v1/segments/seg_x/members", params={"cursor": "%%%"}), 404, "segment_not_found")
+    assert api.post("/api/v1/segments", json={"id": "seg", "name": "S", "kind": "static"}).status_code == 201
+    for cursor in ["%%%", "A" * 5000, b64(b"x:1")]:
+        error(api.get("/api/v1/segments/seg/members", params={"cursor": cursor}), 400, "invalid_cursor")
 
 
 def test_real_cursors_still_page(api: TestClient) -> None:

@@ -482,6 +482,8 @@ def _encode_cursor(member_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> str:
+    if len(cursor) > 400:
+        raise InvalidCursor()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
