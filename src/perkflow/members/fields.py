@@ -25,9 +25,9 @@ FIELD_TYPES = (
 FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 # The one rule for loyalty member ids, wherever one arrives (member create, events' `customer`,
-# URL paths, the importer, members created by promotions). It is what Braze accepts as external_id
-# without escaping. The pattern is for pydantic and OpenAPI, whose `$` is the end of the text;
-# Python's `$` would also match before a final newline, hence fullmatch below.
+# URL paths, the importer, members created by promotions). The pattern is for pydantic and OpenAPI,
+# whose `$` is the end of the text; Python's `$` would also match before a final newline, hence
+# fullmatch below.
 MEMBER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$"
 MEMBER_ID_RULE = "1-128 letters, digits or ._:@+- starting with a letter or digit"
 _MEMBER_ID = re.compile(MEMBER_ID_PATTERN.removeprefix("^").removesuffix("$"))
