@@ -103,8 +103,15 @@ def _import_row(uow: UnitOfWork, spec: dict[str, Any], opt_in: bool, program: st
         service.update_member(
             uow, spec["id"], {k: v for k, v in spec.items() if k not in ("id", "identities")}, source="import"
         )
+        held = {
+            (i["external_source"], i["external_source_id"])
+            for i in service.identities_of(uow, [spec["id"]])[spec["id"]]
+        }
         for identity in spec.get("identities", []):
-            service.add_identity(uow, spec["id"], identity["external_source"], identity["external_source_id"])
+            pair = (identity["external_source"], identity["external_source_id"])
+            # Importing the same file twice is an update, not a clash with the member itself.
+            if pair not in held:
+                service.add_identity(uow, spec["id"], *pair, source="import")
         created = False
     if opt_in:
         event: dict[str, Any] = {"customer": spec["id"], "action": "opt_in"}

@@ -217,7 +217,7 @@ def test_membership_views_and_pagination(api: TestClient) -> None:
     assert added.status_code == 201 and len(added.json()["data"]) == 5
     api.post("/api/v1/segments/two/members", json={"user_id": "m1"})
     assert members_of(api, one["id"]) == ["m0", "m1", "m2", "m3", "m4"]
-    assert api.get("/api/v1/segments/one/members", params={"cursor": "garbage"}).status_code == 422
+    assert api.get("/api/v1/segments/one/members", params={"cursor": "garbage"}).status_code == 400
     listed = api.get("/api/v1/segments", params={"limit": 1}).json()
     assert [s["id"] for s in listed["data"]] == ["one"] and listed["next_cursor"] == "one"
     rest = api.get("/api/v1/segments", params={"limit": 1, "cursor": "one"}).json()

@@ -12,12 +12,13 @@ from sqlalchemy import Connection, bindparam, select, text
 from perkflow.activity.stream import Activity
 from perkflow.activity.tables import activities
 from perkflow.core.db import Database
-from perkflow.core.errors import InvalidInput, NotFound
+from perkflow.core.errors import InvalidCursor, NotFound
+from perkflow.core.limits import INT64_MAX
 
 
 def parse_activity_id(activity_id: str) -> int:
     raw = activity_id.removeprefix("act_")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > INT64_MAX:
         raise NotFound(f"activity {activity_id!r} does not exist", code="activity_not_found")
     return int(raw)
 
@@ -96,14 +97,34 @@ def encode_cursor(positions: dict[str, int | None]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(positions)).decode().rstrip("=")
 
 
+# A timeline cursor names a member's chains: "member" and one "account:<program>" per program.
+MAX_CURSOR = 2_000
+MAX_CURSOR_CHAINS = 50
+
+
+def _chain_position(name: object, position: object) -> bool:
+    if not isinstance(name, str) or not (name == "member" or name.startswith("account:")):
+        return False
+    if position is None:
+        return True
+    # bool is an int to Python, and a position past 64 bits reaches no database.
+    return isinstance(position, int) and not isinstance(position, bool) and 0 <= position <= INT64_MAX
+
+
 def decode_cursor(cursor: str) -> dict[str, int | None]:
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidCursor()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = orjson.loads(base64.urlsafe_b64decode(padded))
     except (ValueError, orjson.JSONDecodeError) as exc:
-        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor") from exc
-    if not isinstance(value, dict) or not all(v is None or isinstance(v, int) for v in value.values()):
-        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor")
+        raise InvalidCursor() from exc
+    if (
+        not isinstance(value, dict)
+        or not 1 <= len(value) <= MAX_CURSOR_CHAINS
+        or not all(_chain_position(k, v) for k, v in value.items())
+    ):
+        raise InvalidCursor()
     return value
 
 

@@ -8,6 +8,7 @@ from perkflow.activity.queries import feed, get_activity
 from perkflow.api.deps import Ctx, read, require
 from perkflow.api.responses import JSON
 from perkflow.api.routing import api_router
+from perkflow.core.limits import INT64_MAX
 
 router = api_router(tags=["activity"])
 
@@ -15,7 +16,7 @@ router = api_router(tags=["activity"])
 @router.get("/activities", dependencies=[require("members:read")])
 def list_activities(
     ctx: Ctx,
-    after: int = Query(0, ge=0, description="Return activities with a larger seq than this"),
+    after: int = Query(0, ge=0, le=INT64_MAX, description="Return activities with a larger seq than this"),
     type: list[str] | None = Query(None),
     member: str | None = None,
     limit: int = Query(100, ge=1, le=1000),

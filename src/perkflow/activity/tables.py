@@ -2,7 +2,7 @@
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Sequence, String, Table, text
 
-from perkflow.core.schema import JsonDocument, UTCDateTime, metadata
+from perkflow.core.schema import JsonDocument, UTCDateTime, WideInteger, metadata
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -25,8 +25,8 @@ activities = Table(
     # A natural key that must not repeat, e.g. checkout:<program>:<transaction_id>.
     Column("dedup_key", String(300), nullable=True),
     # Ledger columns: signed changes to the account's available and pending points.
-    Column("points_delta", Integer, nullable=False),
-    Column("pending_delta", Integer, nullable=False),
+    Column("points_delta", WideInteger, nullable=False),
+    Column("pending_delta", WideInteger, nullable=False),
     Column("payload", JsonDocument, nullable=False),
     # Previous activity in the same member or account chain (see perkflow.activity.stream).
     Column("prev_seq", BigInteger, nullable=True),

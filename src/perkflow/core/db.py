@@ -24,13 +24,16 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
+    literal,
     literal_column,
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -212,6 +215,22 @@ class Database:
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return json_dumps(list(values)) if self.is_sqlite else list(values)
+
+    def json_key_equals(self, column: Any, key: str, value: Any) -> Any:
+        """`column[key] = value` compared as JSON values (None: the key is absent), alike on both.
+
+        PostgreSQL compares jsonb to jsonb, so 3 matches 3 and 3.0 but never "3"; SQLite's
+        json_extract yields typed SQL values with the same outcome (booleans as 1 and 0).
+        """
+        if self.is_sqlite:
+            extracted = func.json_extract(column, literal(f'$."{key}"'))
+            if value is None:
+                return extracted.is_(None)
+            return extracted == (int(value) if isinstance(value, bool) else value)
+        element = column.op("->")(literal(key))
+        if value is None:
+            return element.is_(None)
+        return element == cast(literal(json_dumps(value)), JSONB)
 
     def upsert(
         self, table: Table, rows: list[dict[str, Any]], *, keys: Sequence[str], update: Sequence[str]

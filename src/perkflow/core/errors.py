@@ -57,3 +57,13 @@ class Forbidden(PerkflowError):
 class PayloadTooLarge(PerkflowError):
     status = 413
     code = "payload_too_large"
+
+
+class InvalidCursor(PerkflowError):
+    """A pagination cursor this API did not hand out (tampered, truncated, or from elsewhere)."""
+
+    status = 400
+    code = "invalid_cursor"
+
+    def __init__(self, message: str = "the cursor is not one this API returned", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)

@@ -8,6 +8,7 @@ from typing import Any
 from perkflow.activity.stream import Activity
 from perkflow.core.clock import to_epoch
 from perkflow.core.errors import Conflict, InvalidInput, NotFound
+from perkflow.core.limits import MAX_POINTS, MAX_QUANTITY
 from perkflow.events.parsing import EventIn, optional_int, require_int, require_str
 from perkflow.events.service import DuplicateEvent, Handler, IngestContext
 from perkflow.events.types import EventTypeCatalog, validate_attributes
@@ -16,8 +17,6 @@ from perkflow.members.fields import FieldValueError, parse_datetime
 from perkflow.members.service import apply_profile, normalize_profile, record_profile_change
 from perkflow.programs.rules import EarnPlan, once_per_key, plan_earning
 from perkflow.programs.service import ProgramConfig
-
-MAX_POINTS = 1_000_000_000
 
 
 def _earning(ctx: IngestContext, ev: EventIn, program: ProgramConfig) -> tuple[EarnPlan, str | None]:
@@ -167,9 +166,10 @@ def _checkout_data(data: dict[str, Any], program: ProgramConfig) -> dict[str, An
             raise InvalidInput("data.items must be a list of objects", code="invalid_event_data")
         for position, item in enumerate(items):
             quantity = item.get("quantity", 1)
-            if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:  # bool is not a quantity
                 raise InvalidInput(
-                    f"data.items[{position}].quantity must be a positive integer", code="invalid_event_data"
+                    f"data.items[{position}].quantity must be an integer from 1 to {MAX_QUANTITY}",
+                    code="invalid_event_data",
                 )
     return data
 

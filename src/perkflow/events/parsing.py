@@ -6,16 +6,15 @@ request and this is a hot path; the API still publishes the schema through its P
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from perkflow.core.errors import InvalidInput
+from perkflow.core.limits import MAX_AMOUNT
 from perkflow.events.types import EVENT_NAME
-from perkflow.members.fields import FieldValueError, parse_datetime
+from perkflow.members.fields import MEMBER_ID_RULE, FieldValueError, is_member_id, parse_datetime
 
-MEMBER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
 EVENT_KEYS = frozenset({"customer", "action", "data", "id", "program", "occurred_at"})
 
 
@@ -42,11 +41,8 @@ def parse_event(raw: Any) -> EventIn:
             f"unknown event properties: {', '.join(unknown)}", unknown=unknown, allowed=sorted(EVENT_KEYS)
         )
     customer = raw.get("customer")
-    if not isinstance(customer, str) or not MEMBER_ID.match(customer):
-        raise _fail(
-            "customer must be a member id: 1-128 letters, digits or ._:@+- starting with a letter or digit",
-            field="customer",
-        )
+    if not is_member_id(customer):
+        raise _fail(f"customer must be a member id: {MEMBER_ID_RULE}", field="customer")
     action = raw.get("action")
     if not isinstance(action, str) or not EVENT_NAME.match(action):
         raise _fail("action must be an event name such as checkout or opt_in", field="action")
@@ -81,7 +77,7 @@ def require_str(data: dict[str, Any], key: str, *, max_length: int = 128) -> str
     return value
 
 
-def require_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = 10**12) -> int:
+def require_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = MAX_AMOUNT) -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise InvalidInput(
@@ -93,7 +89,9 @@ def require_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: in
     return value
 
 
-def optional_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = 10**12) -> int | None:
+def optional_int(
+    data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = MAX_AMOUNT
+) -> int | None:
     if data.get(key) is None:
         return None
     return require_int(data, key, minimum=minimum, maximum=maximum)

@@ -44,6 +44,11 @@ SYSTEM_ACTIVITY_TYPES = (
     "loyalty_points_added",
     "member_created",
     "coupon_assigned",
+    "voucher_deleted",
+    "referral_reward",
+    "referral_reward_revoked",
+    "identity_added",
+    "identity_removed",
 )
 RESERVED = set(BUILTIN_ACTIONS) | set(SYSTEM_ACTIVITY_TYPES)
 

@@ -17,13 +17,14 @@ from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import AccountRepository
 from perkflow.ledger.domain import Lot
 from perkflow.ledger.service import settle_due_accounts
+from perkflow.members.schemas import MemberIdPath
 from perkflow.programs.service import ProgramCatalog
 
 router = api_router(tags=["points"])
 
 
 @router.get("/members/{member_id}/points", dependencies=[require("members:read")])
-def member_points(member_id: str, ctx: Ctx, program: str | None = None) -> JSON:
+def member_points(member_id: MemberIdPath, ctx: Ctx, program: str | None = None) -> JSON:
     """Balances and the open lots (soonest-expiring first) in one program."""
 
     def work(uow: UnitOfWork) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def member_points(member_id: str, ctx: Ctx, program: str | None = None) -> JSON:
 
 @router.get("/members/{member_id}/ledger", dependencies=[require("members:read")])
 def member_ledger(
-    member_id: str,
+    member_id: MemberIdPath,
     ctx: Ctx,
     program: str | None = None,
     limit: int = Query(50, ge=1, le=200),

@@ -7,7 +7,7 @@ the lots stay small because spent and expired lots leave the row, and the activi
 
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, UniqueConstraint
 
-from perkflow.core.schema import JsonDocument, UTCDateTime, metadata
+from perkflow.core.schema import JsonDocument, UTCDateTime, WideInteger, metadata
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -22,11 +22,11 @@ accounts = Table(
     Column("opted_out_at", UTCDateTime, nullable=True),
     Column("tier_id", String(64), nullable=True),
     Column("tier_since", UTCDateTime, nullable=True),
-    Column("points_balance", Integer, nullable=False),
-    Column("points_pending", Integer, nullable=False),
-    Column("points_earned", Integer, nullable=False),
-    Column("points_spent", Integer, nullable=False),
-    Column("points_expired", Integer, nullable=False),
+    Column("points_balance", WideInteger, nullable=False),
+    Column("points_pending", WideInteger, nullable=False),
+    Column("points_earned", WideInteger, nullable=False),
+    Column("points_spent", WideInteger, nullable=False),
+    Column("points_expired", WideInteger, nullable=False),
     Column("lots", JsonDocument, nullable=False),
     Column("earned_by_day", JsonDocument, nullable=False),
     # When the settlement job must look at this account next (a lot expires, a pending lot releases),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, TypeGuard
 
 from perkflow.core.clock import isoformat_z
+from perkflow.core.limits import INT64_MAX, INT64_MIN, fits_int64, storable_date, storable_utc
 
 FIELD_TYPES = (
     "string",
@@ -22,6 +23,20 @@ FIELD_TYPES = (
 )
 
 FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+# The one rule for loyalty member ids, wherever one arrives (member create, events' `customer`,
+# URL paths, the importer, members created by promotions). The pattern is for pydantic and OpenAPI,
+# whose `$` is the end of the text; Python's `$` would also match before a final newline, hence
+# fullmatch below.
+MEMBER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$"
+MEMBER_ID_RULE = "1-128 letters, digits or ._:@+- starting with a letter or digit"
+_MEMBER_ID = re.compile(MEMBER_ID_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def is_member_id(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and _MEMBER_ID.fullmatch(value) is not None
+
+
 MAX_STRING = 10_000
 MAX_ITEMS = 1_000
 
@@ -50,6 +65,8 @@ def normalize_value(field_type: str, value: Any) -> Any:
     if field_type == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise FieldValueError("expected an integer")
+        if not fits_int64(value):
+            raise FieldValueError(f"expected an integer from {INT64_MIN} to {INT64_MAX}")
         return value
     if field_type == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -65,9 +82,13 @@ def normalize_value(field_type: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise FieldValueError("expected a date as YYYY-MM-DD")
         try:
-            return date.fromisoformat(value).isoformat()
+            day = date.fromisoformat(value)
         except ValueError as exc:
             raise FieldValueError("expected a date as YYYY-MM-DD") from exc
+        try:
+            return storable_date(day).isoformat()
+        except ValueError as exc:
+            raise FieldValueError(str(exc)) from exc
     if field_type == "datetime":
         return isoformat_z(parse_datetime(value))
     if field_type == "array":
@@ -102,7 +123,10 @@ def parse_datetime(value: Any) -> datetime:
         raise FieldValueError("expected an ISO-8601 datetime such as 2026-03-14T09:30:00Z")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise FieldValueError("the datetime needs a UTC offset or Z")
-    return parsed.astimezone(UTC)
+    try:
+        return storable_utc(parsed)
+    except ValueError as exc:
+        raise FieldValueError(str(exc)) from exc
 
 
 def infer_type(value: Any) -> str | None:

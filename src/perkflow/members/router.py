@@ -15,7 +15,15 @@ from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import AccountRepository
 from perkflow.members import service
 from perkflow.members.repository import Member, MemberRepository
-from perkflow.members.schemas import FieldCreate, Identity, MemberCreate, MemberOut, MemberPage, MemberUpdate
+from perkflow.members.schemas import (
+    FieldCreate,
+    Identity,
+    MemberCreate,
+    MemberIdPath,
+    MemberOut,
+    MemberPage,
+    MemberUpdate,
+)
 from perkflow.programs.service import ProgramCatalog
 
 router = api_router(tags=["members"])
@@ -107,12 +115,12 @@ def lookup_member(ctx: Ctx, external_source: str, external_source_id: str) -> JS
 
 
 @router.get("/members/{member_id}", response_model=MemberOut, dependencies=[require("members:read")])
-def get_member(member_id: str, ctx: Ctx) -> JSON:
+def get_member(member_id: MemberIdPath, ctx: Ctx) -> JSON:
     return JSON(read(ctx, lambda uow: member_view(uow, [_get_member(uow, member_id)])[0]))
 
 
 @router.patch("/members/{member_id}", response_model=MemberOut, dependencies=[require("members:write")])
-def update_member(member_id: str, body: MemberUpdate, ctx: Ctx) -> JSON:
+def update_member(member_id: MemberIdPath, body: MemberUpdate, ctx: Ctx) -> JSON:
     spec = body.model_dump(mode="json", exclude_unset=True)
 
     def work(uow: UnitOfWork) -> dict[str, Any]:
@@ -123,7 +131,7 @@ def update_member(member_id: str, body: MemberUpdate, ctx: Ctx) -> JSON:
 
 
 @router.post("/members/{member_id}/identities", status_code=201, dependencies=[require("members:write")])
-def add_identity(member_id: str, body: Identity, ctx: Ctx) -> JSON:
+def add_identity(member_id: MemberIdPath, body: Identity, ctx: Ctx) -> JSON:
     created = write(
         ctx, lambda uow: service.add_identity(uow, member_id, body.external_source, body.external_source_id)
     )
@@ -131,14 +139,16 @@ def add_identity(member_id: str, body: Identity, ctx: Ctx) -> JSON:
 
 
 @router.delete("/members/{member_id}/identities", status_code=204, dependencies=[require("members:write")])
-def remove_identity(member_id: str, external_source: str, external_source_id: str, ctx: Ctx) -> Response:
+def remove_identity(
+    member_id: MemberIdPath, external_source: str, external_source_id: str, ctx: Ctx
+) -> Response:
     write(ctx, lambda uow: service.remove_identity(uow, member_id, external_source, external_source_id))
     return no_content()
 
 
 @router.get("/members/{member_id}/activities", dependencies=[require("members:read")])
 def member_activities(
-    member_id: str,
+    member_id: MemberIdPath,
     ctx: Ctx,
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = None,

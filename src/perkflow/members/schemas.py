@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-MemberId = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$", description="The loyalty member id")
+from perkflow.members.fields import MEMBER_ID_PATTERN, MEMBER_ID_RULE
+
+MemberId = Field(pattern=MEMBER_ID_PATTERN, description=f"The loyalty member id: {MEMBER_ID_RULE}")
+# The same rule on URL paths: a malformed id is a 422 naming the rule, not a lookup that finds nothing.
+MemberIdPath = Annotated[
+    str, Path(pattern=MEMBER_ID_PATTERN, description=f"The loyalty member id: {MEMBER_ID_RULE}")
+]
 
 
 class Identity(BaseModel):

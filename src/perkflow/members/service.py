@@ -7,20 +7,33 @@ import re
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from perkflow.activity.stream import Activity, ActivityLog
-from perkflow.core.errors import Conflict, InvalidInput, NotFound
+from perkflow.core.errors import Conflict, InvalidCursor, InvalidInput, NotFound
+from perkflow.core.limits import INT64_MAX
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.tables import accounts
-from perkflow.members.fields import BUILTIN_FIELDS, FIELD_KEY, FIELD_TYPES, FieldValueError, normalize_value
+from perkflow.members.fields import (
+    BUILTIN_FIELDS,
+    FIELD_KEY,
+    FIELD_TYPES,
+    MEMBER_ID_PATTERN,
+    MEMBER_ID_RULE,
+    FieldValueError,
+    is_member_id,
+    normalize_value,
+)
 from perkflow.members.repository import Member, MemberRepository
 from perkflow.members.tables import field_definitions, member_identities, members
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 PROFILE_COLUMNS = ("email", "first_name", "last_name", "birth_date")
 STATUSES = ("active", "blocked")
+MAX_CURSOR = 64
+IDENTITY_ADDED = "identity_added"
+IDENTITY_REMOVED = "identity_removed"
 
 
 class FieldCatalog:
@@ -170,6 +183,12 @@ def record_profile_change(
 def create_member(uow: UnitOfWork, spec: dict[str, Any], *, source: str = "api") -> Member:
     repo = uow.component(MemberRepository)
     member_id = spec["id"]
+    if not is_member_id(member_id):
+        raise InvalidInput(
+            f"a member id is {MEMBER_ID_RULE}",
+            code="invalid_member_id",
+            details={"member_id": str(member_id)[:200], "pattern": MEMBER_ID_PATTERN},
+        )
     if repo.get(member_id) is not None:
         raise Conflict(f"member {member_id!r} already exists", code="member_exists")
     profile = normalize_profile(uow, {k: v for k, v in spec.items() if k in PROFILE_COLUMNS})
@@ -183,9 +202,11 @@ def create_member(uow: UnitOfWork, spec: dict[str, Any], *, source: str = "api")
         )
     except IntegrityError as exc:
         raise Conflict(f"member {member_id!r} already exists", code="member_exists") from exc
-    for identity in spec.get("identities") or []:
-        add_identity(uow, member_id, identity["external_source"], identity["external_source_id"])
     record_profile_change(uow, member, member.profile(), source=source)
+    for identity in spec.get("identities") or []:
+        add_identity(
+            uow, member_id, identity["external_source"], identity["external_source_id"], source=source
+        )
     return member
 
 
@@ -209,8 +230,33 @@ def update_member(uow: UnitOfWork, member_id: str, spec: dict[str, Any], *, sour
     return member
 
 
-def add_identity(uow: UnitOfWork, member_id: str, source_name: str, source_id: str) -> dict[str, Any]:
+def check_identity(source_name: Any, source_id: Any) -> None:
+    """The bounds the API's Identity shape declares, for callers that do not come through it."""
+    for name, value, limit in (
+        ("external_source", source_name, 100),
+        ("external_source_id", source_id, 255),
+    ):
+        if not isinstance(value, str) or not value.strip() or len(value) > limit:
+            raise InvalidInput(
+                f"{name} must be a non-blank string of at most {limit} characters",
+                code="invalid_identity",
+                details={"field": name},
+            )
+
+
+def _record_identity(uow: UnitOfWork, member: Member, kind: str, pair: dict[str, str], source: str) -> None:
+    # On the member's chain like profile changes, so the timeline, sync mappings and workflow
+    # triggers see who a member is known as, and when that changed.
+    uow.component(ActivityLog).record(
+        type=kind, member_id=member.id, program_id=None, chain=member, data=pair, source=source
+    )
+
+
+def add_identity(
+    uow: UnitOfWork, member_id: str, source_name: str, source_id: str, *, source: str = "api"
+) -> dict[str, Any]:
     """Attach an (external_source, external_source_id) pair; each pair belongs to one member only."""
+    check_identity(source_name, source_id)
     owner = uow.conn.execute(
         select(member_identities.c.member_id).where(
             member_identities.c.external_source == source_name,
@@ -223,7 +269,8 @@ def add_identity(uow: UnitOfWork, member_id: str, source_name: str, source_id: s
             code="identity_taken",
             details={"external_source": source_name, "external_source_id": source_id, "member_id": owner},
         )
-    if uow.component(MemberRepository).get(member_id) is None:
+    member = uow.component(MemberRepository).get_for_update(member_id)
+    if member is None:
         raise NotFound(f"member {member_id!r} does not exist", code="member_not_found")
     try:
         with uow.conn.begin_nested():
@@ -241,10 +288,17 @@ def add_identity(uow: UnitOfWork, member_id: str, source_name: str, source_id: s
             code="identity_taken",
             details={"external_source": source_name, "external_source_id": source_id},
         ) from exc
-    return {"external_source": source_name, "external_source_id": source_id}
+    pair = {"external_source": source_name, "external_source_id": source_id}
+    _record_identity(uow, member, IDENTITY_ADDED, pair, source)
+    return pair
 
 
-def remove_identity(uow: UnitOfWork, member_id: str, source_name: str, source_id: str) -> None:
+def remove_identity(
+    uow: UnitOfWork, member_id: str, source_name: str, source_id: str, *, source: str = "api"
+) -> None:
+    member = uow.component(MemberRepository).get_for_update(member_id)
+    if member is None:
+        raise NotFound(f"member {member_id!r} does not exist", code="member_not_found")
     result = uow.conn.execute(
         delete(member_identities).where(
             member_identities.c.member_id == member_id,
@@ -253,7 +307,18 @@ def remove_identity(uow: UnitOfWork, member_id: str, source_name: str, source_id
         )
     )
     if result.rowcount == 0:
-        raise NotFound("this member has no such external identity", code="identity_not_found")
+        raise NotFound(
+            "this member has no such external identity",
+            code="identity_not_found",
+            details={"external_source": source_name, "external_source_id": source_id},
+        )
+    _record_identity(
+        uow,
+        member,
+        IDENTITY_REMOVED,
+        {"external_source": source_name, "external_source_id": source_id},
+        source,
+    )
 
 
 def identities_of(uow: UnitOfWork, member_ids: list[str]) -> dict[str, list[dict[str, str]]]:
@@ -293,13 +358,44 @@ def encode_cursor(pk: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "m":
+        if prefix != "m" or not value.isdigit():
             raise ValueError(raw)
-        return int(value)
+        pk = int(value)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor") from exc
+        raise InvalidCursor() from exc
+    if pk > INT64_MAX:
+        raise InvalidCursor()
+    return pk
+
+
+def filter_value(field_type: str, raw: str, key: str) -> Any:
+    """A `field.<key>=<raw>` query value as the field's type stores it; empty means "not set"."""
+    if raw == "":
+        return None
+    try:
+        if field_type == "integer":
+            if not raw.strip().lstrip("+-").isdigit() or not raw.isascii():
+                raise FieldValueError("expected an integer")
+            return normalize_value(field_type, int(raw))
+        if field_type == "float":
+            return normalize_value(field_type, float(raw))
+        if field_type == "boolean":
+            if raw.lower() not in ("true", "false"):
+                raise FieldValueError("expected true or false")
+            return raw.lower() == "true"
+        if field_type in ("array", "object", "array_of_objects"):
+            raise FieldValueError(f"{field_type} fields cannot be filtered on")
+        return normalize_value(field_type, raw)
+    except (FieldValueError, ValueError) as exc:
+        raise InvalidInput(
+            f"filter field.{key}: {exc}",
+            code="invalid_filter",
+            details={"filter": f"field.{key}", "type": field_type, "value": raw[:100]},
+        ) from exc
 
 
 def list_members(
@@ -330,10 +426,23 @@ def list_members(
         if tier_id is not None:
             sub = sub.where(accounts.c.tier_id == tier_id)
         stmt = stmt.where(members.c.id.in_(sub))
-    for key, value in (field_filters or {}).items():
-        if not FIELD_KEY.match(key):
-            raise InvalidInput(f"unknown field {key!r}", code="invalid_filter")
-        stmt = stmt.where(func.coalesce(members.c.fields[key].as_string(), "") == value)
+    if status and status not in STATUSES:
+        raise InvalidInput(
+            f"status must be one of {', '.join(STATUSES)}",
+            code="invalid_filter",
+            details={"filter": "status", "allowed": list(STATUSES)},
+        )
+    catalog = uow.component(FieldCatalog).fields if field_filters else {}
+    for key, raw in (field_filters or {}).items():
+        definition = catalog.get(key)
+        if definition is None:
+            raise InvalidInput(
+                f"unknown field {key!r}: filters name fields of the catalogue (see /api/v1/fields)",
+                code="invalid_filter",
+                details={"filter": f"field.{key}"},
+            )
+        value = filter_value(definition["type"], raw, key)
+        stmt = stmt.where(uow.db.json_key_equals(members.c.fields, key, value))
     rows = uow.conn.execute(stmt.order_by(members.c.pk).limit(limit + 1)).all()
     found = [Member.from_row(row) for row in rows[:limit]]
     next_cursor = encode_cursor(found[-1].pk) if len(rows) > limit and found else None

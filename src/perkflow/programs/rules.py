@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from perkflow.core.errors import InvalidInput
+from perkflow.core.limits import MAX_POINTS
+
 ExpiryKind = Literal["none", "rolling", "end_of_period"]
 Period = Literal["month", "quarter", "year"]
 RuleKind = Literal["per_amount", "fixed"]
@@ -128,6 +131,14 @@ def plan_earning(rules: list[EarningRule], event: str, data: dict[str, Any]) -> 
         used.append(rule.id)
         points += earned
         pending_days = max(pending_days, rule.pending_days)
+    if points > MAX_POINTS:
+        # Refused rather than capped: an earning this large is a misconfigured rule or a typo in
+        # the amount, and the brand should see it instead of a silently clipped figure.
+        raise InvalidInput(
+            f"the event would earn {points} points; one event may earn at most {MAX_POINTS}",
+            code="points_out_of_range",
+            details={"max_points": MAX_POINTS, "rules": used},
+        )
     return EarnPlan(points, pending_days, tuple(used))
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from perkflow.core.limits import MAX_AMOUNT, MAX_THRESHOLD
+
 
 class ExpiryPolicyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -32,9 +34,11 @@ class EarningRuleIn(BaseModel):
     event: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="The action that earns, e.g. checkout")
     kind: Literal["per_amount", "fixed"]
     points: int = Field(ge=1, le=1_000_000)
-    amount_unit: int | None = Field(default=None, ge=1, description="Minor units per `points` (per_amount)")
+    amount_unit: int | None = Field(
+        default=None, ge=1, le=MAX_AMOUNT, description="Minor units per `points` (per_amount)"
+    )
     amount_field: str = "total"
-    min_amount: int | None = Field(default=None, ge=0)
+    min_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
     pending_days: int = Field(default=0, ge=0, le=365)
     conditions: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     once_per: Literal["day", "year", "lifetime"] | None = None
@@ -52,7 +56,7 @@ class TierIn(BaseModel):
 
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     name: str = Field(min_length=1, max_length=100)
-    threshold: int = Field(ge=0, description="Qualifying points needed")
+    threshold: int = Field(ge=0, le=MAX_THRESHOLD, description="Qualifying points needed")
 
 
 class ProgramCreate(BaseModel):

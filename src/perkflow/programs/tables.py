@@ -2,7 +2,7 @@
 
 from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Text
 
-from perkflow.core.schema import JsonDocument, UTCDateTime, metadata
+from perkflow.core.schema import JsonDocument, UTCDateTime, WideInteger, metadata
 
 programs = Table(
     "programs",
@@ -31,9 +31,9 @@ earning_rules = Table(
     Column("event", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("points", Integer, nullable=False),
-    Column("amount_unit", Integer, nullable=True),
+    Column("amount_unit", WideInteger, nullable=True),
     Column("amount_field", String(64), nullable=False, server_default="total"),
-    Column("min_amount", Integer, nullable=True),
+    Column("min_amount", WideInteger, nullable=True),
     Column("pending_days", Integer, nullable=False, server_default="0"),
     Column("conditions", JsonDocument, nullable=False),
     Column("once_per", String(16), nullable=True),

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from perkflow.activity.stream import Activity, ActivityLog
 from perkflow.activity.tables import activities
 from perkflow.codes.generator import CHARSETS, CodeConfig, CodeConfigError
+from perkflow.codes.namespace import coupon_codes_among
 from perkflow.core.clock import from_epoch, isoformat_z, to_epoch
 from perkflow.core.context import AppContext
 from perkflow.core.errors import Conflict, PerkflowError
@@ -649,6 +650,11 @@ def insert_codes(uow: UnitOfWork, campaign: Campaign, codes: list[str]) -> int:
     """
     if not codes:
         return 0
+    # Codes share one namespace with reward coupons (perkflow.codes.namespace); a drawn code that
+    # is a coupon is skipped like any other duplicate.
+    coupon_codes = coupon_codes_among(uow, codes)
+    if coupon_codes:
+        codes = [code for code in codes if code not in coupon_codes]
     db = uow.db
     if campaign.gift_amount is not None:
         gift = campaign.gift_amount

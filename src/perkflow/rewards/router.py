@@ -12,6 +12,7 @@ from perkflow.api.routing import api_router
 from perkflow.codes.generator import CodeConfig, CodeConfigError
 from perkflow.core.errors import InvalidInput
 from perkflow.core.uow import UnitOfWork
+from perkflow.members.schemas import MemberIdPath
 from perkflow.rewards import service
 from perkflow.rewards.schemas import ClaimBody, CouponGenerate, CouponUpload, RewardCreate, RewardUpdate
 
@@ -81,7 +82,7 @@ def generate_coupons(reward_id: str, body: CouponGenerate, ctx: Ctx) -> JSON:
     "/members/{member_id}/rewards/{reward_id}/claim", status_code=201, dependencies=[require("members:write")]
 )
 def claim(
-    member_id: str,
+    member_id: MemberIdPath,
     reward_id: str,
     ctx: Ctx,
     body: ClaimBody | None = None,

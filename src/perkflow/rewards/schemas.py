@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-# Minor units; the promotions' bound, so that sums of accepted values stay inside 64 bits.
-MAX_AMOUNT = 10**12
+from perkflow.core.limits import MAX_AMOUNT, MAX_POINTS, storable_utc
+
+Expiry = Annotated[AwareDatetime, AfterValidator(storable_utc)]
+
+MAX_CODE_LENGTH = 100  # the coupons.code and vouchers.code columns
 
 
-def _storable(moment: datetime) -> datetime:
-    # A date near datetime's limits overflows when converted to UTC for storage.
-    try:
-        utc = moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        utc = None
-    if utc is None or not 1900 <= utc.year < 9000:
-        raise ValueError("the date must be between 1900 and 9000")
-    return utc
+def is_code(code: str) -> bool:
+    """A code a person can read out and type back: no control characters, no surrounding spaces."""
+    return 1 <= len(code) <= MAX_CODE_LENGTH and code == code.strip() and all(ch.isprintable() for ch in code)
 
 
-Expiry = Annotated[AwareDatetime, AfterValidator(_storable)]
+def _code(code: str) -> str:
+    if not is_code(code):
+        raise ValueError("a code has no control characters and no leading or trailing spaces")
+    return code
 
 
 class RewardCreate(BaseModel):
@@ -32,7 +31,7 @@ class RewardCreate(BaseModel):
     program_id: str | None = None
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
-    points_cost: int = Field(ge=0, le=1_000_000_000)
+    points_cost: int = Field(ge=0, le=MAX_POINTS)
     uses_coupons: bool = False
     active: bool = True
 
@@ -42,14 +41,14 @@ class RewardUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = None
-    points_cost: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    points_cost: int | None = Field(default=None, ge=0, le=MAX_POINTS)
     active: bool | None = None
 
 
 class CouponIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=100)
+    code: Annotated[str, AfterValidator(_code)] = Field(min_length=1, max_length=MAX_CODE_LENGTH)
     value: int | None = Field(
         default=None, ge=0, le=MAX_AMOUNT, description="Minor units of the program currency"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from perkflow.activity.queries import find_by_dedup_keys
 from perkflow.activity.stream import Activity, ActivityLog
 from perkflow.codes.generator import CodeConfig, CodeConfigError
+from perkflow.codes.namespace import voucher_codes_among
 from perkflow.core.clock import isoformat_z, to_epoch
 from perkflow.core.errors import Conflict, InvalidInput, NotFound
 from perkflow.core.ids import new_id
@@ -22,7 +24,10 @@ from perkflow.ledger.domain import InsufficientPoints
 from perkflow.ledger.service import record_spend, settle_if_due
 from perkflow.members.repository import MemberRepository
 from perkflow.programs.service import ProgramCatalog
+from perkflow.rewards.schemas import MAX_CODE_LENGTH, is_code
 from perkflow.rewards.tables import coupons, rewards
+
+GENERATE_MAX_BARREN_ROUNDS = 20
 
 
 @dataclass(slots=True)
@@ -144,23 +149,32 @@ def add_coupons(
     reward = get_reward(uow, reward_id)
     program = uow.component(ProgramCatalog).get(reward.program_id)
     codes = [item["code"] for item in items]
-    duplicates_in_request = (
-        sorted({c for c in codes if codes.count(c) > 1}) if len(set(codes)) != len(codes) else []
-    )
-    if duplicates_in_request:
+    bad = [c for c in codes if not is_code(c)]
+    if bad:
         raise InvalidInput(
-            "the upload repeats codes", code="duplicate_codes", details={"codes": duplicates_in_request[:20]}
+            f"coupon codes are 1-{MAX_CODE_LENGTH} characters without control characters or surrounding "
+            "spaces",
+            code="invalid_codes",
+            details={"codes": bad[:20], "count": len(bad)},
         )
-    taken = (
-        uow.conn.execute(select(coupons.c.code).where(coupons.c.code.in_(codes))).scalars().all()
-        if codes
-        else []
-    )
-    if taken:
+    repeated = sorted(code for code, times in Counter(codes).items() if times > 1)
+    if repeated:
+        raise InvalidInput(
+            "the upload repeats codes",
+            code="duplicate_codes",
+            details={"codes": repeated[:20], "count": len(repeated)},
+        )
+    as_coupons = sorted(_taken(uow, codes))
+    as_vouchers = sorted(voucher_codes_among(uow, codes))
+    if as_coupons or as_vouchers:
         raise Conflict(
-            f"{len(taken)} of the codes already exist",
+            f"{len(as_coupons) + len(as_vouchers)} of the codes already exist",
             code="codes_taken",
-            details={"codes": sorted(taken)[:20]},
+            details={
+                "codes": (as_coupons + as_vouchers)[:20],
+                "coupon_codes": as_coupons[:20],
+                "voucher_codes": as_vouchers[:20],
+            },
         )
     rows = [
         {
@@ -181,6 +195,14 @@ def add_coupons(
     return len(rows)
 
 
+def _taken(uow: UnitOfWork, codes: list[str]) -> set[str]:
+    """Which of these codes are coupons already (one list parameter: uploads hold up to 100,000)."""
+    if not codes:
+        return set()
+    stmt = select(coupons.c.code).where(uow.db.in_list(coupons.c.code, "codes"))
+    return set(uow.conn.execute(stmt, {"codes": uow.db.list_param(codes)}).scalars())
+
+
 def generate_coupons(
     uow: UnitOfWork,
     reward_id: str,
@@ -198,11 +220,24 @@ def generate_coupons(
     reward = get_reward(uow, reward_id)
     program = uow.component(ProgramCatalog).get(reward.program_id)
     made = 0
+    barren = 0
     stream = config.generator()
     while made < count:
-        batch = list(dict.fromkeys(itertools.islice(stream, min(2000, (count - made) * 2))))[: count - made]
-        existing = set(uow.conn.execute(select(coupons.c.code).where(coupons.c.code.in_(batch))).scalars())
-        fresh = [c for c in batch if c not in existing]
+        drawn = list(dict.fromkeys(itertools.islice(stream, min(2000, (count - made) * 2))))
+        existing = _taken(uow, drawn) | voucher_codes_among(uow, drawn)
+        fresh = [c for c in drawn if c not in existing][: count - made]
+        if not fresh:
+            # The pattern's capacity counts codes already used elsewhere; a nearly full pattern
+            # would otherwise draw forever.
+            barren += 1
+            if barren >= GENERATE_MAX_BARREN_ROUNDS:
+                raise Conflict(
+                    "the code pattern is exhausted: no unused code could be drawn; use a longer pattern",
+                    code="pattern_exhausted",
+                    details={"generated": made, "requested": count},
+                )
+            continue
+        barren = 0
         uow.conn.execute(
             insert(coupons),
             [

@@ -162,7 +162,7 @@ def list_members(
     segment_id: str,
     ctx: Ctx,
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = Query(None, max_length=400),
+    cursor: str | None = None,
 ) -> JSON:
     return JSON(
         read(ctx, lambda uow: service.list_segment_members(uow, segment_id, limit=limit, cursor=cursor))

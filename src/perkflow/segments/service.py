@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from perkflow.conditions import ConditionError
 from perkflow.core.clock import isoformat_z
 from perkflow.core.context import AppContext
-from perkflow.core.errors import Conflict, InvalidInput, NotFound
+from perkflow.core.errors import Conflict, InvalidCursor, InvalidInput, NotFound
 from perkflow.core.ids import new_id
 from perkflow.core.security import random_secret
 from perkflow.core.uow import UnitOfWork
@@ -482,13 +482,15 @@ def _encode_cursor(member_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> str:
+    if len(cursor) > 400:
+        raise InvalidCursor()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor") from exc
+        raise InvalidCursor() from exc
     prefix, _, member_id = raw.partition(":")
     if prefix != "s" or not member_id:
-        raise InvalidInput("the cursor is not one this API returned", code="invalid_cursor")
+        raise InvalidCursor()
     return member_id
 
 

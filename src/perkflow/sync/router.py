@@ -11,6 +11,7 @@ from perkflow.api.deps import Ctx, read, require, write
 from perkflow.api.responses import JSON
 from perkflow.api.routing import api_router
 from perkflow.connectors.urls import normalize_base_url
+from perkflow.core.limits import INT64_MAX
 from perkflow.core.security import random_secret
 from perkflow.core.uow import UnitOfWork
 from perkflow.sync import deliveries, integrations, metrics
@@ -226,7 +227,7 @@ def dead_letters(
     ctx: Ctx,
     integration: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=INT64_MAX),
 ) -> JSON:
     def work(uow: UnitOfWork) -> list[dict[str, Any]]:
         return deliveries.dead_letters(uow, integration_id=integration, limit=limit, after_id=after)

@@ -6,8 +6,10 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from perkflow.members.fields import MEMBER_ID_PATTERN
+
 WORKFLOW_ID = r"^[A-Za-z0-9_\-]{1,64}$"
-MEMBER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$"
+MEMBER_ID = MEMBER_ID_PATTERN
 GRAPH_HELP = (
     '{"nodes": [{"id", "type", "params"}], "edges": [{"from", "to", "branch"}]} with one trigger; '
     "GET /api/v1/workflows/nodes lists the node types and their parameters"
