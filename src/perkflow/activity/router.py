@@ -64,8 +64,8 @@ def list_activities(
         {
             "data": [a.to_public() for a in activities],
             "next_cursor": found.cursor,
-            # The seq of the last activity returned, for information; resume with next_cursor.
-            "last_seq": activities[-1].seq if activities else after,
+            # The seq of the last activity served, for information: resume with next_cursor.
+            "last_seq": found.position[1],
         }
     )
 
