@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -57,22 +58,70 @@ def find_by_dedup_keys(conn: Connection, keys: Iterable[str]) -> dict[str, Activ
     return {row.dedup_key: Activity.from_row(row) for row in conn.execute(stmt, {"keys": wanted})}
 
 
+# A feed position: (writing transaction id, seq) of the last activity served; (0, 0) is the start.
+FeedPosition = tuple[int, int]
+FEED_START: FeedPosition = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    activities: list[Activity]
+    position: FeedPosition  # where the next page continues: the cursor to hand back
+
+    @property
+    def cursor(self) -> str:
+        return encode_feed_cursor(self.position)
+
+
+def encode_feed_cursor(position: FeedPosition) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(position))).decode().rstrip("=")
+
+
+def decode_feed_cursor(cursor: str) -> FeedPosition:
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidCursor() from exc
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(type(v) is int and 0 <= v <= INT64_MAX for v in value)
+    ):
+        raise InvalidCursor()
+    return (value[0], value[1])
+
+
+def feed_position_after_seq(db: Database, conn: Connection, after_seq: int) -> FeedPosition:
+    """A position that serves every activity with a larger seq (on PostgreSQL some again, see
+    `Database.stream_position_after_seq`)."""
+    return db.stream_position_after_seq(conn, activities.c.txid, activities.c.seq, after_seq)
+
+
 def feed(
+    db: Database,
     conn: Connection,
     *,
-    after_seq: int = 0,
+    position: FeedPosition = FEED_START,
     types: list[str] | None = None,
     member_id: str | None = None,
     limit: int = 100,
-) -> list[Activity]:
-    """Activities in stream order after a position: how a consumer pages through the stream."""
-    stmt = select(activities).where(activities.c.seq > after_seq)
+) -> FeedPage:
+    """Activities in stream order after a position: how a consumer pages through the stream.
+
+    Following the returned positions delivers every activity exactly once, on PostgreSQL too,
+    where activities commit out of seq order: see `Database.stream_after`.
+    """
+    conditions, order = db.stream_after(activities.c.txid, activities.c.seq, position)
+    stmt = select(activities).where(*conditions)
     if types:
         stmt = stmt.where(activities.c.type.in_(types))
     if member_id:
         stmt = stmt.where(activities.c.member_id == member_id)
-    stmt = stmt.order_by(activities.c.seq).limit(limit)
-    return [Activity.from_row(row) for row in conn.execute(stmt)]
+    rows = conn.execute(stmt.order_by(*order).limit(limit)).all()
+    if rows:
+        last = rows[-1]
+        position = (last.txid or 0, last.seq)
+    return FeedPage([Activity.from_row(row) for row in rows], position)
 
 
 _CHAIN_SQL = text(

@@ -1,7 +1,8 @@
 """Table for the activity stream, which is also the points ledger."""
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Sequence, String, Table, text
+from sqlalchemy import DDL, BigInteger, Column, Index, Integer, Sequence, String, Table, event, text
 
+from perkflow.core.db import WRITER_TXID_DEFAULT
 from perkflow.core.schema import JsonDocument, UTCDateTime, WideInteger, metadata
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -30,6 +31,10 @@ activities = Table(
     Column("payload", JsonDocument, nullable=False),
     # Previous activity in the same member or account chain (see perkflow.activity.stream).
     Column("prev_seq", BigInteger, nullable=True),
+    # PostgreSQL: the writing transaction's id, filled by a server default, so the feed can serve
+    # activities in an order no later commit can break (core.db.Database.stream_after). NULL on
+    # SQLite, whose seq order is commit order already; 0 for rows written before it existed.
+    Column("txid", BigInteger, nullable=True),
     Index(
         "uq_activities_event_id",
         "event_id",
@@ -43,5 +48,22 @@ activities = Table(
         unique=True,
         sqlite_where=text("dedup_key IS NOT NULL"),
         postgresql_where=text("dedup_key IS NOT NULL"),
+    ),
+    # The feed's order on PostgreSQL. Partial, so on SQLite (txid always NULL) it stays empty and
+    # costs an insert nothing but the test of its condition.
+    Index(
+        "ix_activities_txid_seq",
+        "txid",
+        "seq",
+        sqlite_where=text("txid IS NOT NULL"),
+        postgresql_where=text("txid IS NOT NULL"),
+    ),
+)
+
+event.listen(
+    activities,
+    "after_create",
+    DDL(f"ALTER TABLE activities ALTER COLUMN txid SET DEFAULT {WRITER_TXID_DEFAULT}").execute_if(
+        dialect="postgresql"
     ),
 )

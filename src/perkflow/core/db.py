@@ -1,7 +1,8 @@
 """Database access: engine set-up and the few places where SQLite and PostgreSQL differ.
 
-Everything dialect-specific (write locking, row locks, id allocation, bulk writes, upserts) lives
-here so that domain services are written once for both databases.
+Everything dialect-specific (write locking, row locks, id allocation, bulk writes, upserts, the
+order in which a stream can be followed) lives here so that domain services are written once for
+both databases.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
@@ -274,6 +276,48 @@ class Database:
         """Hands out increasing ids for `table.column` inside the caller's write transaction."""
         return SequenceBlock(self, conn, sequence=sequence, table=table, column=column)
 
+    # -- following a stream in commit order ------------------------------------------------------
+
+    def stream_after(self, txid: Any, seq: Any, position: tuple[int, int]) -> tuple[list[Any], list[Any]]:
+        """Conditions and ORDER BY that page a stream past `position` = (txid, seq) so that no row a
+        later page could have missed is ever served early.
+
+        SQLite: one writer at a time takes max(seq)+1 under its lock, so seq order is commit order
+        and `seq > position` is exact (txid stays NULL there). PostgreSQL: seq values are handed out
+        in blocks and transactions commit in any order, so a row with a lower seq can become visible
+        after a higher one was served. Each row records its writing transaction's id (`txid`, see
+        WRITER_TXID_DEFAULT); only rows of transactions older than every transaction still running
+        are served, in (txid, seq) order. No transaction below that horizon can commit anything
+        later, so a position, once passed, has nothing left behind it. The horizon is an uncorrelated
+        subquery: PostgreSQL evaluates it once, from the statement's own snapshot, as an index bound.
+        """
+        after_txid, after_seq = position
+        if self.is_sqlite:
+            return [seq > after_seq], [seq]
+        return [
+            txid.is_not(None),
+            tuple_(txid, seq) > tuple_(after_txid, after_seq),
+            txid < _PG_HORIZON,
+        ], [txid, seq]
+
+    def stream_position_after_seq(
+        self, conn: Connection, txid: Any, seq: Any, after_seq: int
+    ) -> tuple[int, int]:
+        """A position from which `stream_after` serves every row with a seq above `after_seq`.
+
+        Exact on SQLite. On PostgreSQL seq order is not commit order, so the position starts at the
+        oldest transaction that can still hold such a row: rows of that transaction and younger ones
+        with a lower seq are served again (at least once, never lost).
+        """
+        if self.is_sqlite or after_seq <= 0:
+            return (0, max(after_seq, 0))
+        oldest = conn.execute(
+            select(func.least(func.min(txid), _PG_HORIZON)).where(seq > after_seq, txid.is_not(None))
+        ).scalar_one()
+        oldest = int(oldest)
+        # Rows written before transaction ids were recorded carry 0 and were in seq order.
+        return (0, after_seq) if oldest == 0 else (oldest, 0)
+
     # -- raw reads for hot paths -------------------------------------------------------------------
 
     def fetch_tuples(
@@ -376,6 +420,16 @@ class Database:
         from psycopg.types.json import Jsonb
 
         return Jsonb(value, dumps=json_dumps)
+
+
+# On PostgreSQL, the writing transaction's id, as a stream column's server default: it costs the insert
+# a function call and nothing in Python (the migration that adds such a column sets it).
+WRITER_TXID_DEFAULT = "pg_current_xact_id()::text::bigint"
+
+# Every transaction with a lower id has ended: nothing below it can still become visible.
+_PG_HORIZON = select(
+    literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+).scalar_subquery()
 
 
 class WriterQueue:
