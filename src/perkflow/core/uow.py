@@ -69,6 +69,10 @@ class UnitOfWork:
                 self.conn.rollback()
         finally:
             self._conn_cm.__exit__(exc_type, exc, tb)
+            # Components point back at the unit of work; dropping them breaks that cycle, so a
+            # batch's buffered rows and aggregates are freed by reference counting now instead of
+            # being scanned (and then freed) by the cyclic collector when it comes back.
+            self._components.clear()
             if self._gc_pause is not None:
                 self._gc_pause.__exit__(None, None, None)
         if self._committed:
