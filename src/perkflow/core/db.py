@@ -81,6 +81,8 @@ class Database:
             else None
         )
         self._compiled: dict[str, tuple[str, Any]] = {}
+        # Write transactions this process committed (see `change_token`).
+        self.commits = 0
         self.engine = self._create_engine(parsed, pool)
 
     # -- engine ---------------------------------------------------------------------------------
@@ -162,6 +164,28 @@ class Database:
                 lock.release()
             if queued and long:
                 time.sleep(0.002)
+
+    def note_commit(self) -> None:
+        self.commits += 1
+
+    def change_token(self, conn: Connection) -> tuple[Any, int, int] | None:
+        """A value that stays equal, between write transactions of this process on `conn`, exactly
+        as long as nobody else committed anything to the database in between; None on PostgreSQL.
+
+        SQLite's `PRAGMA data_version` changes when any other connection (of any process) commits;
+        the commit counter covers this process's own other units of work. Read it after BEGIN
+        IMMEDIATE, when no other writer can slip in. A process cache stamped with the token of the
+        transaction that filled it is valid in a later transaction that reads the same token.
+        """
+        if not self.is_sqlite:
+            return None
+        dbapi = conn.connection.dbapi_connection
+        cursor = dbapi.cursor()  # type: ignore[union-attr]
+        try:
+            version = cursor.execute("PRAGMA data_version").fetchone()[0]
+        finally:
+            cursor.close()
+        return (dbapi, int(version), self.commits)
 
     # -- dialect differences ----------------------------------------------------------------------
 

@@ -200,6 +200,13 @@ class PointsAccount:
             due = leaves if due is None else min(due, leaves)
         return due
 
+    def mark_due_stored(self, due: int | None) -> bool:
+        """Note that `due` (this account's next_due()) is what storage holds; True if it changed."""
+        if due == self._stored_due:
+            return False
+        self._stored_due = due
+        return True
+
     def qualifying(self, window_days: int | None, today: int) -> int:
         """Points counted for tiers: lifetime earnings, or earnings of the last `window_days` days."""
         if window_days is None:

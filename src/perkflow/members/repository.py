@@ -104,6 +104,10 @@ class MemberRepository:
         self.uow = uow
         self._by_id: dict[str, Member | None] = {}
 
+    def cached(self, member_id: str) -> Member | None:
+        """The member if this unit of work has loaded it, without a query."""
+        return self._by_id.get(member_id)
+
     def get(self, member_id: str) -> Member | None:
         if member_id not in self._by_id:
             self.load_many([member_id])
