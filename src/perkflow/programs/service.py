@@ -33,14 +33,21 @@ class ProgramConfig:
     created_at: datetime
     updated_at: datetime
     _rules_by_event: dict[str, list[EarningRule]] = field(default_factory=dict, repr=False)
+    _once_rules_by_event: dict[str, list[EarningRule]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
             if rule.active:
                 self._rules_by_event.setdefault(rule.event, []).append(rule)
+                if rule.once_per:
+                    self._once_rules_by_event.setdefault(rule.event, []).append(rule)
 
     def rules_for(self, event: str) -> list[EarningRule]:
         return self._rules_by_event.get(event, [])
+
+    def once_rules_for(self, event: str) -> list[EarningRule]:
+        """The active rules for `event` that may earn only once per period."""
+        return self._once_rules_by_event.get(event, [])
 
     def to_public(self) -> dict[str, Any]:
         return {
