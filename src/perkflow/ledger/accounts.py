@@ -313,13 +313,17 @@ class AccountRepository:
         from perkflow.members.repository import MemberRepository
 
         loaded = [a for a in self._by_key.values() if a is not None]
-        if self.uow.has_component(MemberRepository):
+        statuses = (
+            self.uow.component(MemberRepository).statuses()
+            if self.uow.has_component(MemberRepository)
+            else {}
+        )
+        if statuses:
             # A member's status may have changed in this transaction; the accounts carry it.
-            members_repo = self.uow.component(MemberRepository)
             for account in loaded:
-                member = members_repo.cached(account.member_id)
-                if member is not None:
-                    account.member_status = member.status
+                status = statuses.get(account.member_id)
+                if status is not None:
+                    account.member_status = status
         for key, maybe in self._by_key.items():
             if maybe is None:
                 cache.accounts.pop(key, None)
@@ -461,6 +465,7 @@ class AccountRepository:
         now_param = db.param_datetime(self.uow.now)
         json = db.param_json
         programs = self.uow.component(ProgramCatalog).programs
+        no_days = json({})
         # One executemany per shape of SET list: (tier changed, next due moment changed).
         shaped: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
         membership_rows = []
@@ -475,7 +480,7 @@ class AccountRepository:
                 p.spent,
                 p.expired,
                 p.encode_lots() if db.is_sqlite else json(orjson.loads(p.encode_lots())),
-                json({str(day): pts for day, pts in p.earned_by_day.items()}),
+                json({str(day): pts for day, pts in p.earned_by_day.items()}) if p.earned_by_day else no_days,
                 a.last_activity_seq,
                 a.stats_raw if a._stats is None and db.is_sqlite else json(a.activity_stats),
                 now_param,

@@ -104,9 +104,9 @@ class MemberRepository:
         self.uow = uow
         self._by_id: dict[str, Member | None] = {}
 
-    def cached(self, member_id: str) -> Member | None:
-        """The member if this unit of work has loaded it, without a query."""
-        return self._by_id.get(member_id)
+    def statuses(self) -> dict[str, str]:
+        """The status of every member this unit of work has loaded, by member id."""
+        return {m.id: m.status for m in self._by_id.values() if m is not None}
 
     def get(self, member_id: str) -> Member | None:
         if member_id not in self._by_id:
