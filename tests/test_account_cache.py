@@ -7,6 +7,7 @@ ingests again and checks what the batch saw against what the database holds.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from perkflow.core import transactions
 from perkflow.core.context import AppContext
 from perkflow.core.uow import UnitOfWork
 from perkflow.events.service import EventOutcome, ingest
+from perkflow.ledger.accounts import AccountCache, AccountRepository
 from perkflow.members.service import update_member
 from tests.conftest import event
 
@@ -144,3 +146,17 @@ def test_a_batch_that_fails_leaves_nothing_in_the_cache(ctx: AppContext, member:
     assert stored_balance(ctx, member) == 15
     assert balance_after(bulk(ctx, checkout(member, "T2", 1000))[0]) == 25
     assert stored_balance(ctx, member) == 25
+
+
+def test_the_cache_holds_at_most_its_limit_dropping_the_earliest(ctx: AppContext, member: str) -> None:
+    cache = AccountCache()
+    cache.MAX_ACCOUNTS = 2
+    with ctx.uow(write=False) as uow:
+        account = uow.component(AccountRepository).get(member, "demo")
+    assert account is not None
+    copies = [dataclasses.replace(account, member_id=f"m{i}") for i in range(3)]
+    cache.store(copies, ("conn", 1, 1))
+    assert list(cache.accounts) == [("m1", "demo"), ("m2", "demo")]
+    assert cache.checkout(("conn", 1, 1)) is cache.accounts and len(cache.accounts) == 2
+    assert cache.token is None  # in use until handed back
+    assert cache.checkout(("conn", 1, 1)) == {}  # and so not current for anyone else meanwhile

@@ -262,7 +262,8 @@ class AccountCache:
     PostgreSQL has concurrent writers and row locks to take, so it always reads the rows.
     """
 
-    MAX_ACCOUNTS = 200_000
+    # About 1.2 KB each in memory (60 MB in all); past this the earliest cached are dropped first.
+    MAX_ACCOUNTS = 50_000
 
     def __init__(self) -> None:
         self.accounts: dict[tuple[str, str], Account] = {}
