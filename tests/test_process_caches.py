@@ -1,8 +1,8 @@
-"""The process cache of accounts behind bulk ingestion: it must never serve a stale account.
+"""The process caches behind bulk ingestion (accounts, program configuration) never serve stale data.
 
-Each test fills the cache with a committed batch, changes the data some other way (another
-connection, another process, another unit of work of this process, a transaction that fails), then
-ingests again and checks what the batch saw against what the database holds.
+Each test fills a cache with a committed batch, changes the data some other way (another
+connection, another process, another unit of work of this process, a transaction that fails or
+that changes the data itself), then ingests again and checks what the batch saw.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from perkflow.core.uow import UnitOfWork
 from perkflow.events.service import EventOutcome, ingest
 from perkflow.ledger.accounts import AccountCache, AccountRepository
 from perkflow.members.service import update_member
+from perkflow.programs.service import set_rule_active
 from tests.conftest import event
 
 pytestmark = pytest.mark.usefixtures("demo")
@@ -160,3 +161,40 @@ def test_the_cache_holds_at_most_its_limit_dropping_the_earliest(ctx: AppContext
     assert cache.checkout(("conn", 1, 1)) is cache.accounts and len(cache.accounts) == 2
     assert cache.token is None  # in use until handed back
     assert cache.checkout(("conn", 1, 1)) == {}  # and so not current for anyone else meanwhile
+
+
+# -- the programs' configuration, cached the same way ------------------------------------------------
+
+
+def store_checkout_points(outcome: EventOutcome) -> int:
+    assert outcome.status == "accepted", outcome.to_public()
+    assert outcome.activity is not None
+    return int(outcome.activity.effects["points"])
+
+
+def test_a_rule_changed_through_another_connection_applies_to_the_next_batch(
+    ctx: AppContext, member: str
+) -> None:
+    other = build_context(ctx.settings, clock=ctx.clock)
+    try:
+        transactions.run(other, lambda uow: set_rule_active(uow, "demo", "rule_purchase", False))
+    finally:
+        other.close()
+    assert store_checkout_points(bulk(ctx, checkout(member, "T2", 1000))[0]) == 0
+
+
+def test_a_rule_changed_by_this_process_applies_to_the_next_batch(ctx: AppContext, member: str) -> None:
+    transactions.run(ctx, lambda uow: set_rule_active(uow, "demo", "rule_purchase", False))
+    assert store_checkout_points(bulk(ctx, checkout(member, "T2", 1000))[0]) == 0
+
+
+def test_a_batch_that_also_changes_a_rule_does_not_leave_the_old_rules_cached(
+    ctx: AppContext, member: str
+) -> None:
+    def ingest_then_change(uow: UnitOfWork) -> list[EventOutcome]:
+        outcomes = ingest(uow, [checkout(member, "T2", 1000)])
+        set_rule_active(uow, "demo", "rule_purchase", False)
+        return outcomes
+
+    assert store_checkout_points(transactions.run(ctx, ingest_then_change, bulk=True)[0]) == 10
+    assert store_checkout_points(bulk(ctx, checkout(member, "T3", 1000))[0]) == 0
