@@ -74,7 +74,8 @@ class Database:
         # SQLite has one writer at a time. Threads of this process queue on this lock instead of
         # polling the file lock, which keeps latency flat; other processes still use busy_timeout.
         self._write_lock = threading.Lock() if self.is_sqlite else None
-        self._threads_waiting = 0  # threads blocked on _write_lock (a hint, not a count to rely on)
+        self._threads_waiting = 0  # threads blocked on _write_lock, counted under _waiting_lock
+        self._waiting_lock = threading.Lock()
         database = parsed.database or ""
         self._writer_queue = (
             WriterQueue(database + "-writer.lock")
@@ -149,14 +150,16 @@ class Database:
         """
         lock = self._write_lock if write else None
         if lock is not None:
-            self._threads_waiting += 1
+            with self._waiting_lock:
+                self._threads_waiting += 1
             try:
                 if not lock.acquire(timeout=self.busy_timeout_s):
                     raise DatabaseBusy(
                         "the database is busy; try again", details={"waited_s": self.busy_timeout_s}
                     )
             finally:
-                self._threads_waiting -= 1
+                with self._waiting_lock:
+                    self._threads_waiting -= 1
         queued = self._writer_queue is not None and write
         try:
             if queued:

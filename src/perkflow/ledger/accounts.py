@@ -255,7 +255,7 @@ class AccountCache:
     """This process's copy of the accounts as its last SQLite write transaction left them.
 
     Bulk ingestion touches the same accounts batch after batch, and reading them back (and decoding
-    their lots) was a sixth of its time. The copy may be used only by a write transaction that
+    their lots) was about an eighth of its time. The copy may be used only by a write transaction that
     reads the same `Database.change_token` as the one that filled it, i.e. when nothing at all was
     committed by anyone else in between; any other write clears it. While a transaction uses the
     copy it is marked unusable, so a transaction that fails cannot leave changed objects behind.
