@@ -194,3 +194,44 @@ def test_a_spend_of_everything_spendable_empties_the_account(lots: list[tuple[in
 
 def test_lot_json_shape_is_stable() -> None:
     assert Lot(1, 10, 5, 99, None, 3).to_json() == [1, 10, 5, 99, None, 3]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 30), st.one_of(st.none(), st.integers(1, 30)), st.booleans()),
+        min_size=0,
+        max_size=6,
+    ),
+    st.integers(0, 32),
+    st.one_of(st.none(), st.integers(1, 10)),
+    st.booleans(),
+)
+def test_due_by_agrees_with_next_due(
+    lots: list[tuple[int, int | None, bool]], now_day: int, window: int | None, reload: bool
+) -> None:
+    """The cheap check settlement makes before every event says exactly what next_due() says,
+    also after releases (which leave its lower bound behind) and after a round trip through storage."""
+    account = PointsAccount()
+    for lot_id, (earned_day, expires_day, pending) in enumerate(lots, start=1):
+        account.earn(
+            lot_id,
+            10,
+            expires_at=expires_day * DAY if expires_day is not None else None,
+            release_at=(earned_day + 3) * DAY if pending else None,
+            earned_day=earned_day,
+            window_days=window,
+        )
+    for lot in list(account.lots)[::2]:
+        account.release(lot.id, window_days=window)
+    if reload:
+        account = PointsAccount(
+            account.balance,
+            account.pending,
+            account.earned,
+            earned_by_day=dict(account.earned_by_day),
+            encoded_lots=account.encode_lots(),
+            stored_due=account.next_due(window),
+        )
+    now = now_day * DAY
+    due = account.next_due(window)
+    assert account.due_by(now, window) == (due is not None and due <= now)

@@ -44,6 +44,7 @@ class UnitOfWork:
         self.times = TimeFormats()
         self._components: dict[type[Any], Component] = {}
         self._after_commit: list[Callable[[], None]] = []
+        self._on_commit: list[Callable[[], None]] = []
         self._committed = False
         self._conn_cm: Any = None
         # Bulk units of work pause the cyclic garbage collector (see perkflow.core.gcpause).
@@ -69,6 +70,10 @@ class UnitOfWork:
                 self.conn.rollback()
         finally:
             self._conn_cm.__exit__(exc_type, exc, tb)
+            # Components point back at the unit of work; dropping them breaks that cycle, so a
+            # batch's buffered rows and aggregates are freed by reference counting now instead of
+            # being scanned (and then freed) by the cyclic collector when it comes back.
+            self._components.clear()
             if self._gc_pause is not None:
                 self._gc_pause.__exit__(None, None, None)
         if self._committed:
@@ -103,7 +108,16 @@ class UnitOfWork:
             raise RuntimeError("activity subscribers did not settle after 100 passes")
         self.flush()
         self.conn.commit()
+        self.db.note_commit()
         self._committed = True
+        for callback in self._on_commit:
+            callback()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the unit of work has committed and released its connection."""
         self._after_commit.append(callback)
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` right after the commit, while this process still holds the SQLite write
+        lock (process caches that must not interleave with another writer are updated there)."""
+        self._on_commit.append(callback)

@@ -27,7 +27,7 @@ def _earning(ctx: IngestContext, ev: EventIn, program: ProgramConfig) -> tuple[E
     rules = program.rules_for(ev.action)
     if not rules:
         return EarnPlan(0, 0, ()), None
-    once = [r for r in rules if r.once_per and r.matches(ev.data)]
+    once = [r for r in program.once_rules_for(ev.action) if r.matches(ev.data)]
     once_key = None
     if once:
         period = once_per_key(once[0].once_per, ctx.occurred_at(ev))  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from perkflow.ledger.service import settle_if_due
 from perkflow.members.repository import Member, MemberRepository
 from perkflow.programs.service import ProgramCatalog, ProgramConfig
 from perkflow.tiers.service import evaluate_tier
-from perkflow.workflows.engine import guard_event
+from perkflow.workflows.engine import guard_event, guards_events
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -70,6 +70,8 @@ class IngestContext:
         self.by_event_id: dict[str, Activity] = {}
         self.by_dedup_key: dict[str, Activity | None] = {}
         self._settled: set[int] = set()
+        # Asked once per batch: the workflow index it reads is refreshed at most once a second anyway.
+        self.guarded = guards_events(uow)
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -200,7 +202,8 @@ def _handle(ctx: IngestContext, ev: EventIn, handlers: dict[str, Handler]) -> Ac
         )
     program = ctx.catalog.resolve(ev.program)
     # Workflows' modifier branches see the event before it is applied and may reject it.
-    guard_event(ctx.uow, ev.customer, ev.action, ev.data, ctx.occurred_at(ev), program.id)
+    if ctx.guarded:
+        guard_event(ctx.uow, ev.customer, ev.action, ev.data, ctx.occurred_at(ev), program.id)
     handler = handlers.get(ev.action)
     if handler is None:
         from perkflow.events.handlers import handle_custom

@@ -185,6 +185,13 @@ class PointsAccount:
             if not lot.pending and (lot.expires_at is None or lot.expires_at > now)
         )
 
+    def due_by(self, now: int, window_days: int | None = None) -> bool:
+        """Whether the account needs settling at `now` (see next_due), cheaply when it does not."""
+        if window_days is None and (self._due_floor is None or self._due_floor > now):
+            return False  # the floor is a lower bound of every release and expiry moment
+        due = self.next_due(window_days)
+        return due is not None and due <= now
+
     def next_due(self, window_days: int | None = None) -> int | None:
         """The earliest moment this account needs settling: a pending lot releases, a lot expires,
         or (with a rolling tier window) the oldest counted day leaves the window."""
@@ -199,6 +206,13 @@ class PointsAccount:
             leaves = (min(self.earned_by_day) + window_days) * 86400
             due = leaves if due is None else min(due, leaves)
         return due
+
+    def mark_due_stored(self, due: int | None) -> bool:
+        """Note that `due` (this account's next_due()) is what storage holds; True if it changed."""
+        if due == self._stored_due:
+            return False
+        self._stored_due = due
+        return True
 
     def qualifying(self, window_days: int | None, today: int) -> int:
         """Points counted for tiers: lifetime earnings, or earnings of the last `window_days` days."""

@@ -166,8 +166,7 @@ def settle_account(uow: UnitOfWork, account: Account, program: ProgramConfig) ->
 
 
 def settle_if_due(uow: UnitOfWork, account: Account, program: ProgramConfig) -> list[Activity]:
-    due = account.points.next_due(program.tier_window_days)
-    if due is None or due > to_epoch(uow.now):
+    if not account.points.due_by(uow.times.epoch(uow.now), program.tier_window_days):
         return []
     return settle_account(uow, account, program)
 

@@ -123,6 +123,10 @@ class MemberRepository:
         self.uow = uow
         self._by_id: dict[str, Member | None] = {}
 
+    def statuses(self) -> dict[str, str]:
+        """The status of every member this unit of work has loaded, by member id."""
+        return {m.id: m.status for m in self._by_id.values() if m is not None}
+
     def get(self, member_id: str) -> Member | None:
         if member_id not in self._by_id:
             self.load_many([member_id])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from perkflow.core.errors import InvalidInput
 from perkflow.core.limits import MAX_POINTS
@@ -108,10 +108,12 @@ class EarningRule:
         return (amount // self.amount_unit) * self.points
 
 
-@dataclass(frozen=True, slots=True)
-class EarnPlan:
+class EarnPlan(NamedTuple):
     """What an event earns. One event creates at most one lot, so when any matching rule holds its
-    points back, the whole earning is pending for the longest pending period among those rules."""
+    points back, the whole earning is pending for the longest pending period among those rules.
+
+    A named tuple rather than a frozen dataclass: one is made per event, and a frozen dataclass
+    costs several times as much to create."""
 
     points: int
     pending_days: int

@@ -33,14 +33,21 @@ class ProgramConfig:
     created_at: datetime
     updated_at: datetime
     _rules_by_event: dict[str, list[EarningRule]] = field(default_factory=dict, repr=False)
+    _once_rules_by_event: dict[str, list[EarningRule]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
             if rule.active:
                 self._rules_by_event.setdefault(rule.event, []).append(rule)
+                if rule.once_per:
+                    self._once_rules_by_event.setdefault(rule.event, []).append(rule)
 
     def rules_for(self, event: str) -> list[EarningRule]:
         return self._rules_by_event.get(event, [])
+
+    def once_rules_for(self, event: str) -> list[EarningRule]:
+        """The active rules for `event` that may earn only once per period."""
+        return self._once_rules_by_event.get(event, [])
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -125,21 +132,57 @@ def load_programs(conn: Connection) -> dict[str, ProgramConfig]:
     return found
 
 
+class _CatalogCache:
+    """The programs as a committed transaction of this process read them, with its change token."""
+
+    def __init__(self) -> None:
+        self.programs: dict[str, ProgramConfig] | None = None
+        self.token: tuple[Any, int, int] | None = None
+
+
 class ProgramCatalog:
-    """Unit-of-work component: every program's configuration, loaded once per unit of work."""
+    """Unit-of-work component: every program's configuration, loaded once per unit of work.
+
+    On SQLite, write units of work reuse the configuration the previous one of this process read,
+    as long as nothing was committed by anyone else since (`Database.change_token`); bulk
+    ingestion would otherwise read every program, rule and tier again for each batch.
+    """
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self._programs: dict[str, ProgramConfig] | None = None
+        self._changed = False
 
     @property
     def programs(self) -> dict[str, ProgramConfig]:
         if self._programs is None:
-            self._programs = load_programs(self.uow.conn)
+            self._programs = self._load()
         return self._programs
 
+    def _load(self) -> dict[str, ProgramConfig]:
+        uow = self.uow
+        token = uow.db.change_token(uow.conn) if uow.write and not self._changed else None
+        if token is None:
+            return load_programs(uow.conn)
+        cache = uow.ctx.caches.setdefault("programs.catalog", _CatalogCache())
+        if cache.token == token and cache.programs is not None:
+            found = dict(cache.programs)
+        else:
+            found = load_programs(uow.conn)
+            cache.programs, cache.token = None, None
+
+        def store() -> None:
+            # A unit of work that changed programs reloaded them; what it read first is stale.
+            if not self._changed:
+                cache.programs, cache.token = found, (token[0], token[1], uow.db.commits)
+
+        uow.on_commit(store)
+        return found
+
     def reload(self) -> None:
+        """Forget the loaded configuration (after this unit of work changed it)."""
         self._programs = None
+        self._changed = True
 
     def get(self, program_id: str) -> ProgramConfig:
         program = self.programs.get(program_id)

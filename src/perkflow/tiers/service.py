@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import select
 
 from perkflow.activity.stream import Activity, ActivityLog
-from perkflow.core.clock import to_epoch
 from perkflow.core.uow import UnitOfWork
 from perkflow.ledger.accounts import Account, AccountRepository
 from perkflow.ledger.tables import accounts
@@ -28,7 +27,7 @@ def evaluate_tier(
     if not program.ladder or not account.opted_in:
         return None
     moment = occurred_at or uow.now
-    qualifying = account.points.qualifying(program.tier_window_days, to_epoch(uow.now) // 86400)
+    qualifying = account.points.qualifying(program.tier_window_days, uow.times.epoch(uow.now) // 86400)
     change = program.ladder.evaluate(account.tier_id, qualifying)
     if change is None:
         return None

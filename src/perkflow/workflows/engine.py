@@ -722,6 +722,11 @@ def run_workflows(uow: UnitOfWork, activities: list[Activity]) -> None:
     uow.component(WorkflowRunner).on_activities(activities)
 
 
+def guards_events(uow: UnitOfWork) -> bool:
+    """Whether `guard_event` can do anything in this unit of work (ingestion asks once per batch)."""
+    return uow.has_component(WorkflowRunner) or bool(index_cache(uow.ctx).get(uow).modifiers)
+
+
 def guard_event(
     uow: UnitOfWork,
     member_id: str,
@@ -731,7 +736,7 @@ def guard_event(
     program_id: str | None,
 ) -> None:
     """Ingest hook: modifier branches run before the event is applied; an interrupt rejects it."""
-    if not uow.has_component(WorkflowRunner) and not index_cache(uow.ctx).get(uow).modifiers:
+    if not guards_events(uow):
         return
     interrupt = uow.component(WorkflowRunner).guard(member_id, action, data, occurred_at, program_id)
     if interrupt is not None:
