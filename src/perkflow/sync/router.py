@@ -14,7 +14,7 @@ from perkflow.connectors.urls import normalize_base_url
 from perkflow.core.limits import INT64_MAX
 from perkflow.core.security import random_secret
 from perkflow.core.uow import UnitOfWork
-from perkflow.sync import deliveries, integrations, metrics
+from perkflow.sync import deliveries, integrations, metrics, resync
 from perkflow.sync.schemas import (
     BloomreachConnect,
     BrazeConnect,
@@ -23,6 +23,7 @@ from perkflow.sync.schemas import (
     MappingRow,
     Mappings,
     Replay,
+    Resync,
     WebhookConnect,
 )
 
@@ -220,6 +221,19 @@ def update_settings(integration_id: str, body: dict[str, Any], ctx: Ctx) -> JSON
 def delivery_status(ctx: Ctx, recent: int = Query(10, ge=0, le=100)) -> JSON:
     """Per destination: queued, in flight, delivered, failed (awaiting retry), dead, lag, recent errors."""
     return JSON({"data": deliveries.delivery_stats(ctx, recent=recent)})
+
+
+@router.post("/integrations/{integration_id}/resync", dependencies=ADMIN, status_code=202)
+def resync_integration(integration_id: str, ctx: Ctx, body: Resync | None = None) -> JSON:
+    """Queue members' mapped fields again (after adding a mapping, or when the platform lost them)."""
+    body = body or Resync()
+    if body.members is None:
+        result = resync.resync_all(ctx, integration_id, forget_acknowledged=body.forget_acknowledged)
+    else:
+        result = resync.resync_members(
+            ctx, integration_id, body.members, forget_acknowledged=body.forget_acknowledged
+        )
+    return JSON({"queued": result.queued, "unknown_members": result.unknown}, status_code=202)
 
 
 @router.get("/deliveries/dead", dependencies=ADMIN)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from perkflow.core.errors import InvalidInput
+from perkflow.members.fields import MEMBER_ID_PATTERN
 
 
 class EventSelection(BaseModel):
@@ -205,3 +206,17 @@ class Replay(BaseModel):
 
     integration_id: str | None = Field(default=None, max_length=64)
     item_ids: list[int] | None = Field(default=None, max_length=10_000)
+
+
+class Resync(BaseModel):
+    """Which members to queue again (all of the integration's program when `members` is left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[Annotated[str, StringConstraints(pattern=MEMBER_ID_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=10_000
+    )
+    forget_acknowledged: bool = Field(
+        default=False,
+        description="Also forget what the platform last acknowledged, so delta mode sends every field",
+    )
