@@ -69,6 +69,9 @@ class OutboxWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._profile_rows: list[tuple[Any, ...]] = []
         self.immediate: dict[str, set[str]] = {}  # integration id -> members to push before answering
+        # Every item of the transaction is created and available at its one instant: formatted once.
+        self._now = uow.db.param_datetime(uow.now)
+        self._json = uow.db.param_json
 
     def add(
         self,
@@ -78,9 +81,8 @@ class OutboxWriter:
         payload: dict[str, Any],
         activity_seq: int | None = None,
     ) -> None:
-        db = self.uow.db
-        now = db.param_datetime(self.uow.now)
-        row = (integration.id, member_id, kind, activity_seq, db.param_json(payload), "pending", 0, now, now)
+        now = self._now
+        row = (integration.id, member_id, kind, activity_seq, self._json(payload), "pending", 0, now, now)
         (self._profile_rows if kind == "profile" else self._rows).append(row)
         if integration.kind == "bloomreach" and not integration.settings.get("async_sync", True):
             self.immediate.setdefault(integration.id, set()).add(member_id)

@@ -316,7 +316,7 @@ def raw_event_view(
 # -- walking a graph -----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class RunOutcome:
     """What a walk did: the path, each node's result, where it waits, and whether it was rejected."""
 
@@ -348,23 +348,46 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
     """Run nodes from `start`, depth first in edge order; waits park their branch for later."""
     uow = scope.uow
     log_ = uow.component(ActivityLog)
-    stack = list(reversed(start))
+    nodes = graph.nodes
+    path = outcome.path
+    results = outcome.results
+    stack = start[::-1]
     while stack:
-        node = graph.nodes[stack.pop()]
-        outcome.path.append(node.id)
-        branch = "success"
-        if node.kind == "filter":
+        node = nodes[stack.pop()]
+        path.append(node.id)
+        kind = node.kind
+        if kind == "action":
+            before = len(log_.recorded)
+            try:
+                result = ACTIONS[node.type](scope, node)
+                results[node.id] = {"type": node.type, "status": "ok", **result}
+                following = node.on_success
+            except (ActionFailed, PerkflowError) as exc:
+                # Services validate before they change anything, so a refused action left no trace
+                # and the run can carry on along the action's fail output.
+                outcome.failed = True
+                following = node.on_fail
+                results[node.id] = {
+                    "type": node.type,
+                    "status": "error",
+                    "code": exc.code,
+                    "error": exc.message,
+                }
+            outcome.acted = True
+            if len(log_.recorded) > before:
+                uow.component(WorkflowRunner).note_produced(log_.recorded[before:], scope)
+        elif kind == "filter":
             assert node.group is not None and node.test is not None
             source: Any = scope.event if node.type == "filter.event_attribute" else scope.customer
             source = source if source is not None else {}
-
-            def resolve(condition: Any, source: Any = source) -> Any:
-                return lookup(source, condition.path)
-
             passed = node.test(source, scope.now)
-            branch = "success" if passed else "fail"
+            following = node.on_success if passed else node.on_fail
             if outcome.explain:
-                outcome.results[node.id] = {
+
+                def resolve(condition: Any, source: Any = source) -> Any:
+                    return lookup(source, condition.path)
+
+                results[node.id] = {
                     "type": node.type,
                     "passed": passed,
                     "conditions": explain(node.group, resolve, scope.now),
@@ -372,7 +395,7 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
         elif node.type == "action.wait":
             params: WaitParams = node.params
             outcome.pending.append((node.id, scope.now + timedelta(seconds=params.seconds)))
-            outcome.results[node.id] = {
+            results[node.id] = {
                 "type": node.type,
                 "status": "waiting",
                 "resume_at": isoformat_z(outcome.pending[-1][1]),
@@ -380,29 +403,12 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
             continue
         elif node.type == "action.interrupt":
             outcome.interrupted = {"node": node.id, "code": node.params.code, "message": node.params.message}
-            outcome.results[node.id] = {"type": node.type, "status": "interrupted", **outcome.interrupted}
+            results[node.id] = {"type": node.type, "status": "interrupted", **outcome.interrupted}
             return outcome
-        else:
-            before = len(log_.recorded)
-            try:
-                result = ACTIONS[node.type](scope, node)
-                outcome.results[node.id] = {"type": node.type, "status": "ok", **result}
-            except (ActionFailed, PerkflowError) as exc:
-                # Services validate before they change anything, so a refused action left no trace
-                # and the run can carry on along the action's fail output.
-                outcome.failed = True
-                branch = "fail"
-                outcome.results[node.id] = {
-                    "type": node.type,
-                    "status": "error",
-                    "code": exc.code,
-                    "error": exc.message,
-                }
-            outcome.acted = True
-            produced = log_.recorded[before:]
-            if produced:
-                uow.component(WorkflowRunner).note_produced(produced, scope)
-        stack.extend(reversed(graph.next(node.id, branch)))
+        else:  # pragma: no cover - validation lets no other node follow the trigger
+            following = graph.next(node.id, "success")
+        if following:
+            stack.extend(following[::-1])
     return outcome
 
 
@@ -438,7 +444,9 @@ class WorkflowRunner:
         self._cascade_runs: dict[str, int] = {}
         self._programs: dict[str | None, ProgramConfig | None] = {}
         self._now_param = uow.db.param_datetime(uow.now)
-        self._no_context = uow.db.param_json({})
+        self._json = uow.db.param_json
+        # The last columns of every run that does not wait: no context, no resumption, finished now.
+        self._not_waiting = (uow.db.param_json({}), None, None, self._now_param, self._now_param)
         self._rows: list[tuple[Any, ...]] = []
         self._index: WorkflowIndex | None = None
         self.capture = False
@@ -561,16 +569,11 @@ class WorkflowRunner:
         lineage: Lineage | None = None,
     ) -> RunOutcome:
         scope = self.scope_for_activity(workflow, activity, view, lineage)
-        trigger: dict[str, Any] = {
-            "kind": workflow.graph.trigger_type,
-            "activity": activity.id,
-            "type": activity.type,
-        }
+        graph = workflow.graph
+        trigger: dict[str, Any] = {"kind": graph.trigger_type, "activity": activity.id, "type": activity.type}
         if activity.type in ("segment_entered", "segment_left"):
             trigger["segment_id"] = activity.data.get("segment_id")
-        return self.execute(
-            workflow, scope, trigger, workflow.graph.next(workflow.graph.trigger.id, "success")
-        )
+        return self.execute(workflow, scope, trigger, graph.trigger.on_success)
 
     def execute(
         self,
@@ -590,7 +593,7 @@ class WorkflowRunner:
     def record(
         self, workflow_id: str, version: int, scope: RunScope, trigger: dict[str, Any], outcome: RunOutcome
     ) -> None:
-        resume_at = min((at for _node, at in outcome.pending), default=None)
+        resume_at = min(at for _node, at in outcome.pending) if outcome.pending else None
         context: dict[str, Any] = {}
         if outcome.pending:
             # What the run needs to continue after its wait, since the event is not kept with it.
@@ -618,21 +621,27 @@ class WorkflowRunner:
                 }
             )
             return
-        db = self.uow.db
+        json = self._json
+        if outcome.pending:
+            waiting: tuple[Any, ...] = (
+                json(context),
+                self.uow.db.param_datetime(resume_at),
+                outcome.pending[0][0],
+                self._now_param,
+                None,
+            )
+        else:
+            waiting = self._not_waiting
         self._rows.append(
             (
                 workflow_id,
                 version,
                 scope.member_id,
-                db.param_json(trigger),
+                json(trigger),
                 status,
-                db.param_json(outcome.path),
-                db.param_json(outcome.results),
-                db.param_json(context) if context else self._no_context,
-                db.param_datetime(resume_at),
-                outcome.pending[0][0] if outcome.pending else None,
-                self._now_param,
-                None if outcome.pending else self._now_param,
+                json(outcome.path),
+                json(outcome.results),
+                *waiting,
             )
         )
 
