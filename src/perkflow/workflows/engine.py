@@ -445,6 +445,13 @@ class WorkflowRunner:
         self._programs: dict[str | None, ProgramConfig | None] = {}
         self._now_param = uow.db.param_datetime(uow.now)
         self._json = uow.db.param_json
+        self._now_iso = isoformat_z(uow.now)
+        # The runs an activity starts share its trigger, and a workflow's runs mostly take the same
+        # path: both are serialised once, not per run record.
+        self._trigger_key: tuple[str, str] | None = None
+        self._trigger: dict[str, Any] = {}
+        self._trigger_param: Any = None
+        self._path_params: dict[tuple[str, ...], Any] = {}
         # The last columns of every run that does not wait: no context, no resumption, finished now.
         self._not_waiting = (uow.db.param_json({}), None, None, self._now_param, self._now_param)
         self._rows: list[tuple[Any, ...]] = []
@@ -552,6 +559,7 @@ class WorkflowRunner:
             occurred_at=activity.occurred_at,
             event=view,
             customer=CustomerView(self.uow, activity.member_id, program),
+            now_iso=self._now_iso,
         )
         if lineage is not None:
             scope.depth, scope.root, scope.chain = lineage.depth, lineage.root, lineage.chain
@@ -570,10 +578,17 @@ class WorkflowRunner:
     ) -> RunOutcome:
         scope = self.scope_for_activity(workflow, activity, view, lineage)
         graph = workflow.graph
-        trigger: dict[str, Any] = {"kind": graph.trigger_type, "activity": activity.id, "type": activity.type}
-        if activity.type in ("segment_entered", "segment_left"):
-            trigger["segment_id"] = activity.data.get("segment_id")
-        return self.execute(workflow, scope, trigger, graph.trigger.on_success)
+        key = (activity.id, graph.trigger.type)
+        if key != self._trigger_key:
+            trigger: dict[str, Any] = {
+                "kind": graph.trigger_type,
+                "activity": activity.id,
+                "type": activity.type,
+            }
+            if activity.type in ("segment_entered", "segment_left"):
+                trigger["segment_id"] = activity.data.get("segment_id")
+            self._trigger_key, self._trigger, self._trigger_param = key, trigger, None
+        return self.execute(workflow, scope, self._trigger, graph.trigger.on_success)
 
     def execute(
         self,
@@ -622,6 +637,16 @@ class WorkflowRunner:
             )
             return
         json = self._json
+        if trigger is self._trigger:
+            if self._trigger_param is None:
+                self._trigger_param = json(trigger)
+            trigger_param = self._trigger_param
+        else:
+            trigger_param = json(trigger)
+        path_key = tuple(outcome.path)
+        path_param = self._path_params.get(path_key)
+        if path_param is None:
+            path_param = self._path_params[path_key] = json(list(path_key))
         if outcome.pending:
             waiting: tuple[Any, ...] = (
                 json(context),
@@ -637,9 +662,9 @@ class WorkflowRunner:
                 workflow_id,
                 version,
                 scope.member_id,
-                json(trigger),
+                trigger_param,
                 status,
-                json(outcome.path),
+                path_param,
                 json(outcome.results),
                 *waiting,
             )
