@@ -118,14 +118,19 @@ class TriggerBucket:
             by_value.setdefault(value, []).append(workflow)
 
     def candidates(self, event: dict[str, Any]) -> list[ActiveWorkflow]:
-        found = list(self.always)
+        """The workflows to consider, in run order; the caller must not change the list."""
+        found: list[ActiveWorkflow] | None = None
         for path, by_value in self.indexed.items():
             value = lookup(event, path)
             if value is MISSING or isinstance(value, dict | list):
                 continue
             matched = by_value.get(value)
             if matched:
+                if found is None:
+                    found = list(self.always)
                 found.extend(matched)
+        if found is None:
+            return self.always  # built in run order (WorkflowIndex.build sorts), nothing to merge
         if len(found) > 1:
             found.sort(key=lambda w: w.order)
         return found
