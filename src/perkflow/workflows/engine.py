@@ -445,7 +445,9 @@ class WorkflowRunner:
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
-        self.lineage: dict[int, Lineage] = {}  # activity seq -> where it comes from, for action activities
+        # Activity seq -> the run whose action recorded it; its Lineage is worked out only if a
+        # workflow listens to that activity (most action activities, e.g. bonuses, have none).
+        self.produced_by: dict[int, RunScope] = {}
         self._cascade_runs: dict[str, int] = {}
         self._programs: dict[str | None, ProgramConfig | None] = {}
         self._now_param = uow.db.param_datetime(uow.now)
@@ -494,9 +496,14 @@ class WorkflowRunner:
         return found
 
     def note_produced(self, activities: list[Activity], scope: RunScope) -> None:
-        lineage = Lineage(scope.root or scope.trigger_ref, scope.chain | {scope.workflow_id}, scope.depth + 1)
         for activity in activities:
-            self.lineage[activity.seq] = lineage
+            self.produced_by[activity.seq] = scope
+
+    def lineage_of(self, activity: Activity) -> Lineage:
+        scope = self.produced_by.get(activity.seq)
+        if scope is None:
+            return Lineage(activity.id, frozenset(), 0)
+        return Lineage(scope.root or scope.trigger_ref, scope.chain | {scope.workflow_id}, scope.depth + 1)
 
     def on_activities(self, activities: list[Activity]) -> None:
         index = self.index
@@ -506,7 +513,7 @@ class WorkflowRunner:
             bucket = index.by_event.get(activity.type)
             if bucket is None:
                 continue
-            lineage = self.lineage.get(activity.seq) or Lineage(activity.id, frozenset(), 0)
+            lineage = self.lineage_of(activity)
             view = event_view(self.uow, activity)
             now = self.uow.now
             for workflow in bucket.candidates(view):
