@@ -455,7 +455,7 @@ class WorkflowRunner:
         self._now_iso = isoformat_z(uow.now)
         # The runs an activity starts share its trigger, and a workflow's runs mostly take the same
         # path: both are serialised once, not per run record.
-        self._trigger_key: tuple[str, str] | None = None
+        self._trigger_key: tuple[int, str] | None = None
         self._trigger: dict[str, Any] = {}
         self._trigger_param: Any = None
         self._path_params: dict[tuple[str, ...], Any] = {}
@@ -556,23 +556,27 @@ class WorkflowRunner:
         activity: Activity,
         view: dict[str, Any],
         lineage: Lineage | None = None,
+        activity_id: str | None = None,
     ) -> RunScope:
         program = self.program_for(workflow, activity.program_id)
+        uow = self.uow
+        # Positional, in RunScope's field order: one scope per run, and matching a dozen keywords
+        # costs more than the rest of the call.
         scope = RunScope(
-            uow=self.uow,
-            workflow_id=workflow.id,
-            version=workflow.version,
-            kind=workflow.kind,
-            bonus_cap=workflow.bonus_cap,
-            member_id=activity.member_id,
-            program=program,
-            now=self.uow.now,
-            trigger_ref=activity.id,
-            occurred_at=activity.occurred_at,
-            event=view,
-            customer=CustomerView(self.uow, activity.member_id, program),
-            now_iso=self._now_iso,
+            uow,
+            workflow.id,
+            workflow.version,
+            workflow.kind,
+            workflow.bonus_cap,
+            activity.member_id,
+            program,
+            uow.now,
+            activity_id or activity.id,  # trigger_ref
+            activity.occurred_at,
+            view,
+            CustomerView(uow, activity.member_id, program),
         )
+        scope.now_iso = self._now_iso
         if lineage is not None:
             scope.depth, scope.root, scope.chain = lineage.depth, lineage.root, lineage.chain
         if activity.type in REWARD_EVENTS or activity.type in COUPON_EVENTS:
@@ -588,9 +592,8 @@ class WorkflowRunner:
         view: dict[str, Any],
         lineage: Lineage | None = None,
     ) -> RunOutcome:
-        scope = self.scope_for_activity(workflow, activity, view, lineage)
         graph = workflow.graph
-        key = (activity.id, graph.trigger.type)
+        key = (activity.seq, graph.trigger.type)
         if key != self._trigger_key:
             trigger: dict[str, Any] = {
                 "kind": graph.trigger_type,
@@ -600,6 +603,7 @@ class WorkflowRunner:
             if activity.type in ("segment_entered", "segment_left"):
                 trigger["segment_id"] = activity.data.get("segment_id")
             self._trigger_key, self._trigger, self._trigger_param = key, trigger, None
+        scope = self.scope_for_activity(workflow, activity, view, lineage, self._trigger["activity"])
         return self.execute(workflow, scope, self._trigger, graph.trigger.on_success)
 
     def execute(
