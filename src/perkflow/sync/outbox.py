@@ -8,6 +8,7 @@ all the changes of a member waiting in the queue go out as one attributes object
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from perkflow.activity.stream import Activity
@@ -69,6 +70,16 @@ class OutboxWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._profile_rows: list[tuple[Any, ...]] = []
         self.immediate: dict[str, set[str]] = {}  # integration id -> members to push before answering
+        # Every item of the transaction is created and available at its one instant: formatted once.
+        self._now = uow.db.param_datetime(uow.now)
+        self._json = uow.db.param_json
+        self._isos: dict[datetime, str] = {}  # the workflow runs of one event share its moment
+
+    def iso(self, moment: datetime) -> str:
+        found = self._isos.get(moment)
+        if found is None:
+            found = self._isos[moment] = isoformat_z(moment)
+        return found
 
     def add(
         self,
@@ -78,9 +89,8 @@ class OutboxWriter:
         payload: dict[str, Any],
         activity_seq: int | None = None,
     ) -> None:
-        db = self.uow.db
-        now = db.param_datetime(self.uow.now)
-        row = (integration.id, member_id, kind, activity_seq, db.param_json(payload), "pending", 0, now, now)
+        now = self._now
+        row = (integration.id, member_id, kind, activity_seq, self._json(payload), "pending", 0, now, now)
         (self._profile_rows if kind == "profile" else self._rows).append(row)
         if integration.kind == "bloomreach" and not integration.settings.get("async_sync", True):
             self.immediate.setdefault(integration.id, set()).add(member_id)
@@ -156,11 +166,12 @@ def enqueue_event(
     occurred_at: Any,
 ) -> None:
     """Queue a custom platform event (workflow "sync platform event")."""
+    writer = uow.component(OutboxWriter)
     payload = {
         "name": name,
-        "occurred_at": isoformat_z(occurred_at),
+        "occurred_at": writer.iso(occurred_at),
         "event_id": event_id,
         "properties": {**properties, "perkflow_event_id": event_id},
         "activity": {"type": name, "data": properties},
     }
-    uow.component(OutboxWriter).add(integration, member_id, "event", payload)
+    writer.add(integration, member_id, "event", payload)

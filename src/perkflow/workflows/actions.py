@@ -25,6 +25,8 @@ from perkflow.ledger.service import record_earning, record_spend, settle_if_due
 from perkflow.members.repository import MemberRepository
 from perkflow.members.views import CustomerView
 from perkflow.programs.service import ProgramCatalog, ProgramConfig
+from perkflow.sync.outbox import enqueue_attributes, enqueue_event
+from perkflow.tiers.service import evaluate_tier
 from perkflow.workflows.expressions import RenderError
 from perkflow.workflows.graph import (
     AssignCouponParams,
@@ -79,9 +81,7 @@ class RunScope:
     now_iso: str = ""
 
     def integrations(self) -> list[Integration]:
-        from perkflow.sync.integrations import cache
-
-        return cache(self.uow.ctx).get(self.uow)
+        return self.uow.component(RunCache).integrations()
 
     def template_scope(self) -> dict[str, Any]:
         if not self.now_iso:
@@ -98,6 +98,8 @@ class RunScope:
         compiled = node.values.get(name)
         if compiled is None:
             return default
+        if compiled.is_static:
+            return compiled.render({})  # no template to fill: skip building the scope
         try:
             return compiled.render(self.template_scope())
         except RenderError as exc:
@@ -105,6 +107,47 @@ class RunScope:
 
     def platform_event_id(self, node: Node) -> str:
         return f"{self.trigger_ref}:{self.workflow_id}:{node.id}"
+
+
+class RunCache:
+    """Unit-of-work component: what every run of the transaction asks for and that does not change.
+
+    The connected integrations are read (through their process cache) once per transaction instead
+    of once per platform action, and the integrations an action targets are resolved once per
+    (target, kinds). Changes to integrations reach that cache only after their commit anyway.
+    """
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self._integrations: list[Integration] | None = None
+        self._targets: dict[tuple[str, tuple[str, ...]], list[Integration]] = {}
+
+    def integrations(self) -> list[Integration]:
+        if self._integrations is None:
+            from perkflow.sync.integrations import cache
+
+            self._integrations = cache(self.uow.ctx).get(self.uow)
+        return self._integrations
+
+    def targets(self, wanted: str, kinds: tuple[str, ...]) -> list[Integration]:
+        key = (wanted, kinds)
+        found = self._targets.get(key)
+        if found is None:
+            found = [
+                i
+                for i in self.integrations()
+                if i.status != "disconnected" and i.kind in kinds and wanted in ("*", i.kind, i.id)
+            ]
+            if not found and wanted not in ("*", *kinds):
+                raise ActionFailed(f"integration {wanted!r} is not connected", "integration_not_connected")
+            self._targets[key] = found
+        return found
+
+    def before_commit(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
 
 
 def _program(scope: RunScope) -> ProgramConfig:
@@ -151,8 +194,6 @@ def _source_data(scope: RunScope, node: Node, reason: str) -> dict[str, Any]:
 
 
 def _after_points(scope: RunScope, account: Account, program: ProgramConfig) -> None:
-    from perkflow.tiers.service import evaluate_tier
-
     evaluate_tier(scope.uow, account, program, source="workflow")
 
 
@@ -396,14 +437,7 @@ def modify_field(scope: RunScope, node: Node) -> dict[str, Any]:
 
 def _integrations(scope: RunScope, wanted: str, kinds: tuple[str, ...]) -> list[Integration]:
     """The connected integrations an action sends to: one by id, every one of a kind, or all (*)."""
-    found = [
-        i
-        for i in scope.integrations()
-        if i.status != "disconnected" and i.kind in kinds and wanted in ("*", i.kind, i.id)
-    ]
-    if not found and wanted not in ("*", *kinds):
-        raise ActionFailed(f"integration {wanted!r} is not connected", "integration_not_connected")
-    return found
+    return scope.uow.component(RunCache).targets(wanted, kinds)
 
 
 def _preview(
@@ -438,8 +472,6 @@ def _require_json_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def sync_fields(scope: RunScope, node: Node) -> dict[str, Any]:
-    from perkflow.sync.outbox import enqueue_attributes
-
     params: SyncFieldsParams = node.params
     values = _require_json_object(scope.render(node, "fields", params.fields), "fields")
     sent = []
@@ -466,8 +498,6 @@ def _event_name(scope: RunScope, node: Node, default: str) -> str:
 
 
 def sync_event(scope: RunScope, node: Node) -> dict[str, Any]:
-    from perkflow.sync.outbox import enqueue_event
-
     params: SyncEventParams = node.params
     properties = _require_json_object(scope.render(node, "properties", params.properties), "properties")
     name = _event_name(scope, node, params.name)
@@ -488,8 +518,6 @@ def sync_event(scope: RunScope, node: Node) -> dict[str, Any]:
 
 
 def webhook(scope: RunScope, node: Node) -> dict[str, Any]:
-    from perkflow.sync.outbox import enqueue_event
-
     params: WebhookParams = node.params
     payload = _require_json_object(scope.render(node, "payload", params.payload), "payload")
     event_id = scope.platform_event_id(node)

@@ -118,14 +118,19 @@ class TriggerBucket:
             by_value.setdefault(value, []).append(workflow)
 
     def candidates(self, event: dict[str, Any]) -> list[ActiveWorkflow]:
-        found = list(self.always)
+        """The workflows to consider, in run order; the caller must not change the list."""
+        found: list[ActiveWorkflow] | None = None
         for path, by_value in self.indexed.items():
             value = lookup(event, path)
             if value is MISSING or isinstance(value, dict | list):
                 continue
             matched = by_value.get(value)
             if matched:
+                if found is None:
+                    found = list(self.always)
                 found.extend(matched)
+        if found is None:
+            return self.always  # built in run order (WorkflowIndex.build sorts), nothing to merge
         if len(found) > 1:
             found.sort(key=lambda w: w.order)
         return found
@@ -316,7 +321,7 @@ def raw_event_view(
 # -- walking a graph -----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class RunOutcome:
     """What a walk did: the path, each node's result, where it waits, and whether it was rejected."""
 
@@ -348,23 +353,46 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
     """Run nodes from `start`, depth first in edge order; waits park their branch for later."""
     uow = scope.uow
     log_ = uow.component(ActivityLog)
-    stack = list(reversed(start))
+    nodes = graph.nodes
+    path = outcome.path
+    results = outcome.results
+    stack = start[::-1]
     while stack:
-        node = graph.nodes[stack.pop()]
-        outcome.path.append(node.id)
-        branch = "success"
-        if node.kind == "filter":
+        node = nodes[stack.pop()]
+        path.append(node.id)
+        kind = node.kind
+        if kind == "action":
+            before = len(log_.recorded)
+            try:
+                result = ACTIONS[node.type](scope, node)
+                results[node.id] = {"type": node.type, "status": "ok", **result}
+                following = node.on_success
+            except (ActionFailed, PerkflowError) as exc:
+                # Services validate before they change anything, so a refused action left no trace
+                # and the run can carry on along the action's fail output.
+                outcome.failed = True
+                following = node.on_fail
+                results[node.id] = {
+                    "type": node.type,
+                    "status": "error",
+                    "code": exc.code,
+                    "error": exc.message,
+                }
+            outcome.acted = True
+            if len(log_.recorded) > before:
+                uow.component(WorkflowRunner).note_produced(log_.recorded[before:], scope)
+        elif kind == "filter":
             assert node.group is not None and node.test is not None
             source: Any = scope.event if node.type == "filter.event_attribute" else scope.customer
             source = source if source is not None else {}
-
-            def resolve(condition: Any, source: Any = source) -> Any:
-                return lookup(source, condition.path)
-
             passed = node.test(source, scope.now)
-            branch = "success" if passed else "fail"
+            following = node.on_success if passed else node.on_fail
             if outcome.explain:
-                outcome.results[node.id] = {
+
+                def resolve(condition: Any, source: Any = source) -> Any:
+                    return lookup(source, condition.path)
+
+                results[node.id] = {
                     "type": node.type,
                     "passed": passed,
                     "conditions": explain(node.group, resolve, scope.now),
@@ -372,7 +400,7 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
         elif node.type == "action.wait":
             params: WaitParams = node.params
             outcome.pending.append((node.id, scope.now + timedelta(seconds=params.seconds)))
-            outcome.results[node.id] = {
+            results[node.id] = {
                 "type": node.type,
                 "status": "waiting",
                 "resume_at": isoformat_z(outcome.pending[-1][1]),
@@ -380,29 +408,12 @@ def walk(graph: Graph, scope: RunScope, start: list[str], outcome: RunOutcome) -
             continue
         elif node.type == "action.interrupt":
             outcome.interrupted = {"node": node.id, "code": node.params.code, "message": node.params.message}
-            outcome.results[node.id] = {"type": node.type, "status": "interrupted", **outcome.interrupted}
+            results[node.id] = {"type": node.type, "status": "interrupted", **outcome.interrupted}
             return outcome
-        else:
-            before = len(log_.recorded)
-            try:
-                result = ACTIONS[node.type](scope, node)
-                outcome.results[node.id] = {"type": node.type, "status": "ok", **result}
-            except (ActionFailed, PerkflowError) as exc:
-                # Services validate before they change anything, so a refused action left no trace
-                # and the run can carry on along the action's fail output.
-                outcome.failed = True
-                branch = "fail"
-                outcome.results[node.id] = {
-                    "type": node.type,
-                    "status": "error",
-                    "code": exc.code,
-                    "error": exc.message,
-                }
-            outcome.acted = True
-            produced = log_.recorded[before:]
-            if produced:
-                uow.component(WorkflowRunner).note_produced(produced, scope)
-        stack.extend(reversed(graph.next(node.id, branch)))
+        else:  # pragma: no cover - validation lets no other node follow the trigger
+            following = graph.next(node.id, "success")
+        if following:
+            stack.extend(following[::-1])
     return outcome
 
 
@@ -434,11 +445,22 @@ class WorkflowRunner:
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
-        self.lineage: dict[int, Lineage] = {}  # activity seq -> where it comes from, for action activities
+        # Activity seq -> the run whose action recorded it; its Lineage is worked out only if a
+        # workflow listens to that activity (most action activities, e.g. bonuses, have none).
+        self.produced_by: dict[int, RunScope] = {}
         self._cascade_runs: dict[str, int] = {}
         self._programs: dict[str | None, ProgramConfig | None] = {}
         self._now_param = uow.db.param_datetime(uow.now)
-        self._no_context = uow.db.param_json({})
+        self._json = uow.db.param_json
+        self._now_iso = isoformat_z(uow.now)
+        # The runs an activity starts share its trigger, and a workflow's runs mostly take the same
+        # path: both are serialised once, not per run record.
+        self._trigger_key: tuple[int, str] | None = None
+        self._trigger: dict[str, Any] = {}
+        self._trigger_param: Any = None
+        self._path_params: dict[tuple[str, ...], Any] = {}
+        # The last columns of every run that does not wait: no context, no resumption, finished now.
+        self._not_waiting = (uow.db.param_json({}), None, None, self._now_param, self._now_param)
         self._rows: list[tuple[Any, ...]] = []
         self._index: WorkflowIndex | None = None
         self.capture = False
@@ -474,9 +496,14 @@ class WorkflowRunner:
         return found
 
     def note_produced(self, activities: list[Activity], scope: RunScope) -> None:
-        lineage = Lineage(scope.root or scope.trigger_ref, scope.chain | {scope.workflow_id}, scope.depth + 1)
         for activity in activities:
-            self.lineage[activity.seq] = lineage
+            self.produced_by[activity.seq] = scope
+
+    def lineage_of(self, activity: Activity) -> Lineage:
+        scope = self.produced_by.get(activity.seq)
+        if scope is None:
+            return Lineage(activity.id, frozenset(), 0)
+        return Lineage(scope.root or scope.trigger_ref, scope.chain | {scope.workflow_id}, scope.depth + 1)
 
     def on_activities(self, activities: list[Activity]) -> None:
         index = self.index
@@ -486,7 +513,7 @@ class WorkflowRunner:
             bucket = index.by_event.get(activity.type)
             if bucket is None:
                 continue
-            lineage = self.lineage.get(activity.seq) or Lineage(activity.id, frozenset(), 0)
+            lineage = self.lineage_of(activity)
             view = event_view(self.uow, activity)
             now = self.uow.now
             for workflow in bucket.candidates(view):
@@ -529,22 +556,27 @@ class WorkflowRunner:
         activity: Activity,
         view: dict[str, Any],
         lineage: Lineage | None = None,
+        activity_id: str | None = None,
     ) -> RunScope:
         program = self.program_for(workflow, activity.program_id)
+        uow = self.uow
+        # Positional, in RunScope's field order: one scope per run, and matching a dozen keywords
+        # costs more than the rest of the call.
         scope = RunScope(
-            uow=self.uow,
-            workflow_id=workflow.id,
-            version=workflow.version,
-            kind=workflow.kind,
-            bonus_cap=workflow.bonus_cap,
-            member_id=activity.member_id,
-            program=program,
-            now=self.uow.now,
-            trigger_ref=activity.id,
-            occurred_at=activity.occurred_at,
-            event=view,
-            customer=CustomerView(self.uow, activity.member_id, program),
+            uow,
+            workflow.id,
+            workflow.version,
+            workflow.kind,
+            workflow.bonus_cap,
+            activity.member_id,
+            program,
+            uow.now,
+            activity_id or activity.id,  # trigger_ref
+            activity.occurred_at,
+            view,
+            CustomerView(uow, activity.member_id, program),
         )
+        scope.now_iso = self._now_iso
         if lineage is not None:
             scope.depth, scope.root, scope.chain = lineage.depth, lineage.root, lineage.chain
         if activity.type in REWARD_EVENTS or activity.type in COUPON_EVENTS:
@@ -560,17 +592,19 @@ class WorkflowRunner:
         view: dict[str, Any],
         lineage: Lineage | None = None,
     ) -> RunOutcome:
-        scope = self.scope_for_activity(workflow, activity, view, lineage)
-        trigger: dict[str, Any] = {
-            "kind": workflow.graph.trigger_type,
-            "activity": activity.id,
-            "type": activity.type,
-        }
-        if activity.type in ("segment_entered", "segment_left"):
-            trigger["segment_id"] = activity.data.get("segment_id")
-        return self.execute(
-            workflow, scope, trigger, workflow.graph.next(workflow.graph.trigger.id, "success")
-        )
+        graph = workflow.graph
+        key = (activity.seq, graph.trigger.type)
+        if key != self._trigger_key:
+            trigger: dict[str, Any] = {
+                "kind": graph.trigger_type,
+                "activity": activity.id,
+                "type": activity.type,
+            }
+            if activity.type in ("segment_entered", "segment_left"):
+                trigger["segment_id"] = activity.data.get("segment_id")
+            self._trigger_key, self._trigger, self._trigger_param = key, trigger, None
+        scope = self.scope_for_activity(workflow, activity, view, lineage, self._trigger["activity"])
+        return self.execute(workflow, scope, self._trigger, graph.trigger.on_success)
 
     def execute(
         self,
@@ -590,7 +624,7 @@ class WorkflowRunner:
     def record(
         self, workflow_id: str, version: int, scope: RunScope, trigger: dict[str, Any], outcome: RunOutcome
     ) -> None:
-        resume_at = min((at for _node, at in outcome.pending), default=None)
+        resume_at = min(at for _node, at in outcome.pending) if outcome.pending else None
         context: dict[str, Any] = {}
         if outcome.pending:
             # What the run needs to continue after its wait, since the event is not kept with it.
@@ -618,21 +652,37 @@ class WorkflowRunner:
                 }
             )
             return
-        db = self.uow.db
+        json = self._json
+        if trigger is self._trigger:
+            if self._trigger_param is None:
+                self._trigger_param = json(trigger)
+            trigger_param = self._trigger_param
+        else:
+            trigger_param = json(trigger)
+        path_key = tuple(outcome.path)
+        path_param = self._path_params.get(path_key)
+        if path_param is None:
+            path_param = self._path_params[path_key] = json(list(path_key))
+        if outcome.pending:
+            waiting: tuple[Any, ...] = (
+                json(context),
+                self.uow.db.param_datetime(resume_at),
+                outcome.pending[0][0],
+                self._now_param,
+                None,
+            )
+        else:
+            waiting = self._not_waiting
         self._rows.append(
             (
                 workflow_id,
                 version,
                 scope.member_id,
-                db.param_json(trigger),
+                trigger_param,
                 status,
-                db.param_json(outcome.path),
-                db.param_json(outcome.results),
-                db.param_json(context) if context else self._no_context,
-                db.param_datetime(resume_at),
-                outcome.pending[0][0] if outcome.pending else None,
-                self._now_param,
-                None if outcome.pending else self._now_param,
+                path_param,
+                json(outcome.results),
+                *waiting,
             )
         )
 

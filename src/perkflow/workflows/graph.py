@@ -339,10 +339,14 @@ class Node:
     group: ConditionGroup | None = None  # filters, and the date trigger's prefilter
     test: Predicate | None = None  # the group, compiled
     values: dict[str, CompiledValue] = field(default_factory=dict)  # action params that may be templates
+    # Resolved once when the graph is compiled, so a run reads them off the node instead of looking
+    # them up per step (runs happen for every matching event).
+    kind: str = field(init=False, default="")
+    on_success: list[str] = field(init=False, default_factory=list)
+    on_fail: list[str] = field(init=False, default_factory=list)
 
-    @property
-    def kind(self) -> str:
-        return NODE_TYPES[self.type].kind
+    def __post_init__(self) -> None:
+        self.kind = NODE_TYPES[self.type].kind
 
 
 @dataclass(slots=True)
@@ -517,6 +521,11 @@ def parse_graph(raw: Any, catalog: Catalog | None = None) -> Graph:
         raise GraphErrors(errors)
 
     graph = Graph(nodes, trigger, edges, raw)
+    for (source, branch), targets in edges.items():
+        if branch == "success":
+            nodes[source].on_success = targets
+        elif branch == "fail":
+            nodes[source].on_fail = targets
     _check_cycles(graph, fail)
     if errors:
         raise GraphErrors(errors)
