@@ -47,6 +47,10 @@ except ImportError:  # pragma: no cover - Windows: SQLite's own busy handling on
     fcntl = None  # type: ignore[assignment]
 
 
+# The advisory lock that keeps coupon and voucher writers apart on PostgreSQL ("PERK" in ASCII).
+CODE_NAMESPACE_LOCK = 0x5045524B
+
+
 def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -216,6 +220,20 @@ class Database:
         the row locks of the whole group.
         """
         return self.is_sqlite
+
+    def hold_code_namespace(self, conn: Connection, *, exclusive: bool) -> None:
+        """Keep writers of reward coupons and writers of vouchers apart until this transaction ends.
+
+        The two tables are unique on their own, and each writer checks the other table before
+        inserting; on PostgreSQL two transactions could each check before the other committed.
+        Voucher writers share the lock (they still run side by side), coupon writers take it alone,
+        so a coupon upload sees every voucher committed before it and the reverse. SQLite needs
+        nothing: its single writer already serialises them.
+        """
+        if self.is_sqlite:
+            return
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        conn.execute(text(f"SELECT {function}(:key)"), {"key": CODE_NAMESPACE_LOCK})
 
     def for_update(self, stmt: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
         """Lock the selected rows until commit. SQLite needs nothing: the writer holds the database."""
