@@ -22,6 +22,7 @@ from rich.progress import Progress
 
 from perkflow.bootstrap import build_context, upgrade_database
 from perkflow.core import transactions
+from perkflow.core.context import AppContext
 from perkflow.core.db import json_dumps
 from perkflow.demo.program import DEMO_PROGRAM, DEMO_PROGRAM_ID
 from perkflow.events.service import ingest
@@ -67,9 +68,8 @@ def raw_baseline(path: Path, events: list[dict[str, Any]], batch: int) -> float:
     return len(events) / elapsed
 
 
-def run_ingest_bench(*, events: int, members: int, batch: int, console: Console) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="perkflow-bench-"))
-    url = f"sqlite:///{workdir / 'perkflow.db'}"
+def prepare_database(url: str, members: int, console: Console) -> AppContext:
+    """A migrated database with the demo program and `members` opted-in members m000000, ..."""
     upgrade_database(url)
     ctx = build_context(database_url=url)
     transactions.run(ctx, lambda uow: create_program(uow, DEMO_PROGRAM))
@@ -82,6 +82,13 @@ def run_ingest_bench(*, events: int, members: int, batch: int, console: Console)
             ]
             transactions.run(ctx, partial(ingest, raw_events=chunk), bulk=True)
             progress.advance(task, len(chunk))
+    return ctx
+
+
+def run_ingest_bench(*, events: int, members: int, batch: int, console: Console) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="perkflow-bench-"))
+    url = f"sqlite:///{workdir / 'perkflow.db'}"
+    ctx = prepare_database(url, members, console)
     stream = make_events(events, members)
     accepted = 0
     started = time.perf_counter()

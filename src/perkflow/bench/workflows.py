@@ -27,14 +27,12 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import func, select
 
-from perkflow.bench.ingest import make_events
-from perkflow.bootstrap import build_context, upgrade_database
+from perkflow.bench.ingest import make_events, prepare_database
 from perkflow.core import transactions
 from perkflow.core.context import AppContext
 from perkflow.core.uow import UnitOfWork
-from perkflow.demo.program import DEMO_PROGRAM, DEMO_PROGRAM_ID
+from perkflow.demo.program import DEMO_PROGRAM_ID
 from perkflow.events.service import ingest
-from perkflow.programs.service import create_program
 from perkflow.sandbox.braze import BrazeSandbox, BrazeSandboxConfig
 from perkflow.sandbox.braze import create_app as braze_app
 from perkflow.sandbox.server import ServerThread
@@ -123,22 +121,6 @@ def workflow_specs(count: int, matching: int) -> list[dict[str, Any]]:
     return specs
 
 
-def _prepare(url: str, members: int, console: Console) -> AppContext:
-    upgrade_database(url)
-    ctx = build_context(database_url=url)
-    transactions.run(ctx, lambda uow: create_program(uow, DEMO_PROGRAM))
-    member_ids = [f"m{i:06d}" for i in range(members)]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("enrolling members", total=members)
-        for start in range(0, members, 1000):
-            chunk = [
-                {"customer": m, "action": "opt_in", "data": {}} for m in member_ids[start : start + 1000]
-            ]
-            transactions.run(ctx, partial(ingest, raw_events=chunk), bulk=True)
-            progress.advance(task, len(chunk))
-    return ctx
-
-
 def _install(ctx: AppContext, specs: list[dict[str, Any]], braze_url: str) -> None:
     checked = integrations.check_credentials("braze", {"instance_url": braze_url}, {"api_key": "braze-key"})
 
@@ -204,8 +186,8 @@ def run_workflows_bench(
     specs = workflow_specs(workflows, matching)
     sandbox = BrazeSandbox(BrazeSandboxConfig())
     with ServerThread(braze_app(sandbox)) as server:
-        without = _prepare(f"sqlite:///{workdir / 'without.db'}", members, console)
-        with_ = _prepare(f"sqlite:///{workdir / 'with.db'}", members, console)
+        without = prepare_database(f"sqlite:///{workdir / 'without.db'}", members, console)
+        with_ = prepare_database(f"sqlite:///{workdir / 'with.db'}", members, console)
         _install(with_, specs, server.url)
         per_s_without, per_s_with = _ingest_alternately([without, with_], stream, batch, console)
     _check(without, stream, members, 0, 0)

@@ -21,6 +21,18 @@ class FieldError(ValueError):
     """A value the platform would refuse (too long, wrong shape); the field is left out, not the request."""
 
 
+def field_datetime(value: Any, where: str) -> datetime:
+    """A datetime from a datetime or an ISO-8601 string (a trailing Z included), else a FieldError."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise FieldError(f"{where}: {value[:40]!r} is not an ISO-8601 date and time") from None
+    if not isinstance(value, datetime):
+        raise FieldError(f"{where}: expected a datetime")
+    return value
+
+
 class UnitError(ValueError):
     """A member cannot be sent at all (e.g. no value for the platform's identifier)."""
 

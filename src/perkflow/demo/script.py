@@ -350,13 +350,16 @@ def run_day(
     d.check("18:00", "Ana cancels an online order", ana_cancels_order)
     d.check("18:30", "A typo in a member id", unknown_member)
 
-    def platforms_synced() -> str:
-        assert platforms is not None
+    def deliver_queued() -> None:
         worker = DeliveryWorker(ctx)
         try:
             worker.drain()
         finally:
             worker.close()
+
+    def platforms_synced() -> str:
+        assert platforms is not None
+        deliver_queued()
         ana = platforms.braze.user("ana")
         expect(ana is not None, "Braze has no profile for ana")
         assert ana is not None
@@ -391,11 +394,7 @@ def run_day(
 
     def workflows_on_platforms() -> str:
         assert platforms is not None
-        worker = DeliveryWorker(ctx)
-        try:
-            worker.drain()
-        finally:
-            worker.close()
+        deliver_queued()
         ana = platforms.braze.user("ana")
         chloe = platforms.braze.user("chloe")
         expect(ana is not None and chloe is not None, "Braze lacks a profile")

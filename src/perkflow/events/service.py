@@ -229,10 +229,7 @@ def _prefetch(ctx: IngestContext, events: list[EventIn], handlers: dict[str, Han
     if not events:
         return
     ctx.by_event_id.update(find_by_event_ids(ctx.uow.conn, [ev.id for ev in events if ev.id]))
-    try:
-        default_program = ctx.catalog.resolve(None).id
-    except PerkflowError:
-        default_program = None
+    default_program = ctx.catalog.default_id()
     keys: set[str] = set()
     account_keys: list[tuple[str, str]] = []
     lock_members: list[str] = []

@@ -190,15 +190,22 @@ class ProgramCatalog:
             raise NotFound(f"program {program_id!r} does not exist", code="program_not_found")
         return program
 
+    def default_id(self) -> str | None:
+        """The program an event naming none goes to: the default one, or the only one; else None."""
+        for program in self.programs.values():
+            if program.is_default:
+                return program.id
+        if len(self.programs) == 1:
+            return next(iter(self.programs))
+        return None
+
     def resolve(self, program_id: str | None) -> ProgramConfig:
         """The named program, or the default one when the caller names none."""
         if program_id is not None:
             return self.get(program_id)
-        for program in self.programs.values():
-            if program.is_default:
-                return program
-        if len(self.programs) == 1:
-            return next(iter(self.programs.values()))
+        default = self.default_id()
+        if default is not None:
+            return self.programs[default]
         if not self.programs:
             raise NotFound("no loyalty program exists yet; create one first", code="program_not_found")
         raise InvalidInput(

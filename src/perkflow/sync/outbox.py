@@ -119,12 +119,8 @@ def enqueue_activities(uow: UnitOfWork, activities: list[Activity]) -> None:
     if not targets:
         return
     default_program: str | None = None
-    catalog = uow.component(ProgramCatalog)
     if any(i.program_id is None for i in targets):
-        programs = catalog.programs
-        default_program = next((p.id for p in programs.values() if p.is_default), None)
-        if default_program is None and len(programs) == 1:
-            default_program = next(iter(programs))
+        default_program = uow.component(ProgramCatalog).default_id()
     writer = uow.component(OutboxWriter)
     for integration in targets:
         program_id = integration.program_id or default_program

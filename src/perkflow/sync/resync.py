@@ -44,13 +44,7 @@ def _target(uow: UnitOfWork, integration_id: str) -> tuple[Integration, str | No
             code="nothing_to_resync",
             details={"integration_id": integration_id},
         )
-    program_id = integration.program_id
-    if program_id is None:
-        catalog = uow.component(ProgramCatalog)
-        program_id = next((p.id for p in catalog.programs.values() if p.is_default), None)
-        if program_id is None and len(catalog.programs) == 1:
-            program_id = next(iter(catalog.programs))
-    return integration, program_id
+    return integration, integration.program_id or uow.component(ProgramCatalog).default_id()
 
 
 def _queue(uow: UnitOfWork, integration: Integration, member_ids: list[str], forget: bool) -> None:

@@ -5,7 +5,7 @@ Request, a thread-pool hop, a Response and its send wrappers) costs more than th
 This ASGI middleware recognises exactly `POST /v1/publications` and `GET /v1/publications/create`
 and does the same steps as their routes in `perkflow.voucherify.router`, with the same functions:
 authentication and the scope check, the body parsing of `parsing.parse_body` (or `query_payload`),
-the payload checks of `_publish_work`, the publication run through `groupcommit.run_write`, and
+the payload checks of `publish_work`, the publication run through `groupcommit.run_write`, and
 Voucherify's error shape for every refusal. Everything else, including the routes' OpenAPI
 documentation, stays with FastAPI.
 """
@@ -27,7 +27,7 @@ from perkflow.core.context import AppContext
 from perkflow.core.errors import PerkflowError
 from perkflow.voucherify import errors as compat
 from perkflow.voucherify.parsing import parse_body
-from perkflow.voucherify.router import _publish_work, query_payload
+from perkflow.voucherify.router import publish_work, query_payload
 
 log = logging.getLogger("perkflow.api")
 ROUTES = {("POST", "/v1/publications"), ("GET", "/v1/publications/create")}
@@ -95,7 +95,7 @@ class PublicationFastPath:
         else:
             payload = parse_body(await _read_body(receive), header(b"content-type") or "")
         join_once = params.get("join_once", "false").lower() == "true"
-        result: dict[str, Any] = await groupcommit.run_write(self.ctx, _publish_work(payload, join_once))
+        result: dict[str, Any] = await groupcommit.run_write(self.ctx, publish_work(payload, join_once))
         return orjson.dumps(result, option=OPTIONS)
 
 

@@ -199,7 +199,7 @@ async def delete_campaign(campaign_id: str, request: Request) -> JSON:
 # -- publications -------------------------------------------------------------------------------------
 
 
-def _publish_work(payload: dict[str, Any], join_once: bool) -> Callable[[UnitOfWork], dict[str, Any]]:
+def publish_work(payload: dict[str, Any], join_once: bool) -> Callable[[UnitOfWork], dict[str, Any]]:
     raw_campaign = payload.get("campaign")
     campaign_ref: str | None
     if isinstance(raw_campaign, dict):
@@ -245,7 +245,7 @@ async def create_publication(request: Request) -> JSON:
     Requests are normally answered by `perkflow.voucherify.fastpath` in front of the router, which
     does the same thing with less machinery; this route documents the endpoint and serves the rest.
     """
-    work = _publish_work(await read_payload(request), _join_once(request))
+    work = publish_work(await read_payload(request), _join_once(request))
     return JSON(await groupcommit.run_write(_ctx(request), work))
 
 
@@ -260,7 +260,7 @@ def query_payload(params: Mapping[str, str]) -> dict[str, Any]:
 @router.get("/publications/create", dependencies=[scope("publications:write")])
 async def create_publication_by_get(request: Request) -> JSON:
     """The GET form (cacheable by Braze); also answered by `perkflow.voucherify.fastpath`."""
-    work = _publish_work(query_payload(request.query_params), _join_once(request))
+    work = publish_work(query_payload(request.query_params), _join_once(request))
     return JSON(await groupcommit.run_write(_ctx(request), work))
 
 

@@ -25,7 +25,6 @@ from perkflow.core.transactions import is_transient
 from perkflow.core.uow import UnitOfWork
 from perkflow.members.repository import MemberRepository
 from perkflow.members.views import CustomerView
-from perkflow.workflows.actions import RunScope
 from perkflow.workflows.engine import ActiveWorkflow, RunOutcome, WorkflowIndex, WorkflowRunner, event_view
 from perkflow.workflows.graph import EventTrigger, SegmentTrigger, parse_graph
 from perkflow.workflows.service import version_row, workflow_row
@@ -127,14 +126,10 @@ def _dry_run(
             if not passed:
                 out.update(status="filtered", path=[trigger.id], results={})
                 return out
-        scope = RunScope(
-            uow=uow,
-            workflow_id=workflow.id,
-            version=workflow.version,
-            kind=workflow.kind,
-            bonus_cap=workflow.bonus_cap,
-            member_id=member_id,
-            program=program,
+        scope = workflow.scope(
+            uow,
+            member_id,
+            program,
             now=moment,
             trigger_ref=DRY_RUN_REF,
             occurred_at=moment,

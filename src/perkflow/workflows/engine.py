@@ -99,6 +99,36 @@ class ActiveWorkflow:
     def order(self) -> tuple[int, str]:
         return self.priority, self.id
 
+    def scope(
+        self,
+        uow: UnitOfWork,
+        member_id: str,
+        program: ProgramConfig | None,
+        *,
+        now: datetime,
+        trigger_ref: str,
+        occurred_at: datetime,
+        event: dict[str, Any] | None,
+        customer: CustomerView,
+        **extra: Any,
+    ) -> RunScope:
+        """A run of this version for `member_id` (the activity hot path builds it positionally)."""
+        return RunScope(
+            uow,
+            self.id,
+            self.version,
+            self.kind,
+            self.bonus_cap,
+            member_id,
+            program,
+            now,
+            trigger_ref,
+            occurred_at,
+            event,
+            customer,
+            **extra,
+        )
+
 
 @dataclass
 class TriggerBucket:
@@ -488,10 +518,8 @@ class WorkflowRunner:
         if wanted is not None:
             found = catalog.programs.get(wanted)
         else:
-            try:
-                found = catalog.resolve(None)
-            except PerkflowError:
-                found = None
+            default = catalog.default_id()
+            found = catalog.programs[default] if default is not None else None
         self._programs[wanted] = found
         return found
 
@@ -725,14 +753,10 @@ class WorkflowRunner:
             if not workflow.in_window(occurred_at):
                 continue
             program = self.program_for(workflow, program_id)
-            scope = RunScope(
-                uow=self.uow,
-                workflow_id=workflow.id,
-                version=workflow.version,
-                kind=workflow.kind,
-                bonus_cap=workflow.bonus_cap,
-                member_id=member_id,
-                program=program,
+            scope = workflow.scope(
+                self.uow,
+                member_id,
+                program,
                 now=self.uow.now,
                 trigger_ref=f"pre:{action}",
                 occurred_at=occurred_at,

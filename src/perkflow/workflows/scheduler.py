@@ -33,7 +33,6 @@ from perkflow.ledger.tables import accounts
 from perkflow.members.repository import MemberRepository
 from perkflow.members.views import CustomerView
 from perkflow.programs.service import ProgramCatalog
-from perkflow.workflows.actions import RunScope
 from perkflow.workflows.engine import ActiveWorkflow, RunOutcome, WorkflowRunner, index_cache, walk
 from perkflow.workflows.graph import DateTrigger
 from perkflow.workflows.tables import workflow_occurrences, workflow_runs, workflows
@@ -217,14 +216,10 @@ def run_occurrence(
                     customer = CustomerView(uow, member_id, program, now=moment)
                     if group is not None and not evaluate(group, _resolver(customer), moment):
                         continue
-                    scope = RunScope(
-                        uow=uow,
-                        workflow_id=workflow.id,
-                        version=workflow.version,
-                        kind=workflow.kind,
-                        bonus_cap=workflow.bonus_cap,
-                        member_id=member_id,
-                        program=program,
+                    scope = workflow.scope(
+                        uow,
+                        member_id,
+                        program,
                         now=moment,
                         trigger_ref=f"date:{moment.strftime('%Y%m%dT%H%M%SZ')}:{member_id}",
                         occurred_at=moment,
@@ -349,14 +344,10 @@ def _resume(uow: UnitOfWork, row: Any) -> None:
     due = [p for p in pending if p[1] <= uow.now]
     later = [p for p in pending if p[1] > uow.now]
     occurred_at = _parse(context["occurred_at"]) if context.get("occurred_at") else row.started_at
-    scope = RunScope(
-        uow=uow,
-        workflow_id=row.workflow_id,
-        version=row.version,
-        kind=workflow.kind,
-        bonus_cap=workflow.bonus_cap,
-        member_id=row.member_id,
-        program=program,
+    scope = workflow.scope(
+        uow,
+        row.member_id,
+        program,
         now=uow.now,
         trigger_ref=context.get("trigger_ref") or f"run:{row.id}",
         occurred_at=occurred_at,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from perkflow.connectors.base import FieldError
+from perkflow.connectors.base import FieldError, field_datetime
 
 VALUE_MAX_BYTES = 16 * 1024
 MESSAGE_MAX_BYTES = 800 * 1024
@@ -61,14 +61,7 @@ def encode_property(field_type: str, value: Any, *, where: str = "value") -> Any
                 raise FieldError(f"{where}: {str(value)[:40]!r} is not an ISO-8601 date") from None
         return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
     if field_type == "datetime":
-        if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                raise FieldError(f"{where}: {value[:40]!r} is not an ISO-8601 date and time") from None
-        if not isinstance(value, datetime):
-            raise FieldError(f"{where}: expected a datetime")
-        return _whole_or_fraction(unix_seconds(value))
+        return _whole_or_fraction(unix_seconds(field_datetime(value, where)))
     if field_type == "string":
         return _size_checked(str(value), where)
     if field_type in ("array", "array_of_objects"):

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from perkflow.connectors.base import FieldError
+from perkflow.connectors.base import FieldError, field_datetime
 
 STRING_MAX = 255
 KEY_MAX = 255
@@ -41,13 +41,7 @@ def braze_time(moment: datetime) -> str:
 
 def parse_datetime(value: Any, where: str) -> datetime:
     """A datetime from a datetime or an ISO-8601 string, checked against Braze's year range."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise FieldError(f"{where}: {value[:40]!r} is not an ISO-8601 date and time") from None
-    if not isinstance(value, datetime):
-        raise FieldError(f"{where}: expected a datetime")
+    value = field_datetime(value, where)
     if value.year > MAX_YEAR:
         raise FieldError(f"{where}: Braze keeps times up to the year {MAX_YEAR}")
     return value
