@@ -49,6 +49,24 @@ def test_a_mapping_added_later_reaches_every_member_after_a_resync(
     assert braze.stats()["data_points"] - before == len(MEMBERS)
 
 
+def test_a_large_base_is_queued_chunk_by_chunk(
+    api: TestClient, braze: Any, worker: DeliveryWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perkflow.sync import resync
+
+    monkeypatch.setattr(resync, "CHUNK", 2)  # three members: a full chunk, then a short one
+    integration = connect(api, braze)
+    map_fields(api, integration["id"], [("email", "email")])
+    enrol(api)
+    worker.drain()
+    add = {"loyalty_field": "favourite_store", "remote_field": "store"}
+    assert api.post(f"/api/v1/integrations/{integration['id']}/fields", json=add).status_code == 201
+    response = api.post(f"/api/v1/integrations/{integration['id']}/resync")
+    assert response.json() == {"queued": len(MEMBERS), "unknown_members": []}
+    worker.drain()
+    assert [braze.user(m)["attributes"].get("store") for m in MEMBERS] == ["Lyon"] * len(MEMBERS)
+
+
 def test_forgetting_what_was_acknowledged_sends_every_field_again(
     api: TestClient, braze: Any, worker: DeliveryWorker
 ) -> None:
